@@ -1,0 +1,3 @@
+from kdroute.cli import main
+
+main()

@@ -1,0 +1,191 @@
+"""The ledger: the only code that writes SQL. Every stage records into it; the dashboard reads it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlite_utils import Database
+
+from kdroute.errors import StoreError
+from kdroute.store.migrations import migrations
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def connect(path: str | Path, busy_timeout_ms: int = 5000) -> Database:
+    """Open SQLite in WAL mode with a busy timeout; usable from the thread that opened it."""
+    if str(path) != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        conn = sqlite3.connect(str(path), timeout=busy_timeout_ms / 1000, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open ledger {path}: {exc}") from None
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    db = Database(conn)
+    if str(path) != ":memory:":
+        db.enable_wal()
+    conn.execute("PRAGMA synchronous = NORMAL")  # safe under WAL, much faster commits
+    return db
+
+
+class Store:
+    """A handle on the ledger. Opening it applies pending migrations."""
+
+    def __init__(self, path: str | Path = ":memory:", busy_timeout_ms: int = 5000):
+        self.path = str(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self.db = connect(self.path, busy_timeout_ms)
+        try:
+            migrations.apply(self.db)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot migrate ledger {path}: {exc}") from None
+
+    @classmethod
+    def from_settings(cls, settings) -> Store:
+        return cls(settings.path(settings.store.path), settings.store.busy_timeout_ms)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- runs -------------------------------------------------------------------------------
+
+    def start_run(self, kind: str, config: Mapping[str, Any] | None = None,
+                  output_dir: str | None = None) -> str:
+        run_id = f"{kind}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        self.db["runs"].insert({
+            "id": run_id, "kind": kind, "status": "running", "started_at": now(),
+            "config_json": json.dumps(config or {}, default=str), "output_dir": output_dir,
+        })
+        return run_id
+
+    def finish_run(self, run_id: str, status: str = "done", error: str | None = None) -> None:
+        self.db["runs"].update(run_id, {"status": status, "finished_at": now(), "error": error})
+
+    def fail_run(self, run_id: str, error: str) -> None:
+        """Mark a run failed and drop any partial results it wrote, in one transaction."""
+        with self.db.atomic():
+            for table in ("bench_results", "bench_samples"):
+                self.db.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+            self.finish_run(run_id, "failed", error)
+
+    def run(self, run_id: str) -> dict | None:
+        rows = list(self.db["runs"].rows_where("id = ?", [run_id]))
+        return rows[0] if rows else None
+
+    # --- models and training ----------------------------------------------------------------
+
+    def upsert_model(self, fingerprint: str, reference: str, kind: str, **fields: Any) -> None:
+        row = {"fingerprint": fingerprint, "reference": reference, "kind": kind,
+               "created_at": now(), **fields}
+        if isinstance(row.get("card_json"), dict):
+            row["card_json"] = json.dumps(row["card_json"])
+        self.db["models"].upsert(row, pk="fingerprint")
+
+    def log_training_metrics(self, run_id: str, rows: Iterable[Mapping[str, Any]]) -> None:
+        stamped = [{"run_id": run_id, "created_at": now(), **r} for r in rows]
+        self.db["training_metrics"].insert_all(stamped)
+
+    # --- bench ------------------------------------------------------------------------------
+
+    def save_bench(self, run_id: str, results: Iterable[Mapping[str, Any]],
+                   samples: Iterable[Mapping[str, Any]]) -> None:
+        """Results and samples of one model land together or not at all."""
+        stamp = now()
+        with self.db.atomic():
+            self.db["bench_results"].insert_all(
+                {"run_id": run_id, "created_at": stamp, **r} for r in results)
+            self.db["bench_samples"].insert_all(({"run_id": run_id, **s} for s in samples),
+                                                batch_size=500)
+
+    def cached_bench(self, cache_key: str) -> tuple[list[dict], list[dict]] | None:
+        """Results and samples of the newest finished run with this cache key, if any."""
+        row = self.db.execute(
+            "SELECT r.run_id FROM bench_results r JOIN runs ON runs.id = r.run_id "
+            "WHERE r.cache_key = ? AND runs.status = 'done' ORDER BY r.created_at DESC LIMIT 1",
+            [cache_key]).fetchone()
+        if row is None:
+            return None
+        run_id = row[0]
+        results = list(self.db["bench_results"].rows_where(
+            "run_id = ? AND cache_key = ?", [run_id, cache_key]))
+        samples = list(self.db["bench_samples"].rows_where(
+            "run_id = ? AND cache_key = ?", [run_id, cache_key]))
+        return results, samples
+
+    # --- routers ----------------------------------------------------------------------------
+
+    def save_router(self, row: Mapping[str, Any]) -> None:
+        row = dict(row, created_at=row.get("created_at") or now())
+        for key in ("calibration_json", "metrics_json"):
+            if not isinstance(row.get(key), str | None):
+                row[key] = json.dumps(row[key], default=str)
+        self.db["routers"].upsert(row, pk="version")
+
+    # --- gateway and monitor ----------------------------------------------------------------
+
+    def insert_requests(self, rows: list[Mapping[str, Any]]) -> None:
+        with self.db.atomic():
+            self.db["requests"].insert_all(rows, pk="id", replace=True)
+
+    def insert_shadow(self, row: Mapping[str, Any]) -> int:
+        return self.db["shadow_evals"].insert(dict(row, ts=row.get("ts") or now())).last_pk
+
+    def open_alert(self, row: Mapping[str, Any]) -> int:
+        return self.db["alerts"].insert(dict(row, opened_at=row.get("opened_at") or now())).last_pk
+
+    def resolve_alert(self, alert_id: int) -> None:
+        self.db["alerts"].update(alert_id, {"resolved_at": now()})
+
+    def open_alerts(self) -> list[dict]:
+        return list(self.db["alerts"].rows_where("resolved_at IS NULL", order_by="id"))
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def count(self, table: str) -> int:
+        return self.db[table].count
+
+    def stats(self) -> dict[str, int]:
+        return {name: self.db[name].count for name in sorted(self.db.table_names())
+                if not name.startswith("_")}
+
+    def frame(self, sql: str, params: Iterable[Any] = ()) -> pd.DataFrame:
+        """Any read query as a DataFrame (for the dashboard and reports)."""
+        import pandas as pd
+
+        return pd.read_sql_query(sql, self.db.conn, params=list(params))
+
+    def table_frame(self, table: str, where: str | None = None, params: Iterable[Any] = (),
+                    order_by: str | None = None) -> pd.DataFrame:
+        if table not in self.db.table_names():
+            raise StoreError(f"no table {table!r} in the ledger")
+        sql = f"SELECT * FROM [{table}]"
+        if where:
+            sql += f" WHERE {where}"
+        if order_by:
+            sql += f" ORDER BY {order_by}"
+        return self.frame(sql, params)
+
+    def requests_frame(self, since: str | None = None) -> pd.DataFrame:
+        return self.table_frame("requests", "ts >= ?" if since else None,
+                                [since] if since else (), order_by="ts")
+
+    def bench_frame(self, run_id: str | None = None) -> pd.DataFrame:
+        return self.table_frame("bench_results", "run_id = ?" if run_id else None,
+                                [run_id] if run_id else (), order_by="id")

@@ -1,0 +1,184 @@
+"""The ledger's schema, as append-only numbered migrations applied when the store opens.
+
+Never edit an applied migration: add a new numbered one below. Each table says why it exists.
+"""
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("kdroute")
+
+
+@migrations(name="m001_initial")
+def m001_initial(db: Database) -> None:
+    # runs: one row per invocation of a stage (distill, bench, route, serve), so every result
+    # row can say which command produced it and whether that command finished.
+    db["runs"].create(
+        {
+            "id": str,
+            "kind": str,
+            "status": str,  # running | done | failed
+            "started_at": str,
+            "finished_at": str,
+            "config_json": str,
+            "output_dir": str,
+            "error": str,
+        },
+        pk="id",
+    )
+    # models: the teacher/student identities results are keyed by; the fingerprint is a hash of
+    # weights+config (local) or the endpoint name (remote), so caches survive renames.
+    db["models"].create(
+        {
+            "fingerprint": str,
+            "reference": str,
+            "kind": str,  # hf | litellm | endpoint
+            "params": int,
+            "input_price_per_1m": float,
+            "output_price_per_1m": float,
+            "card_json": str,
+            "created_at": str,
+        },
+        pk="fingerprint",
+    )
+    # training_metrics: per-step loss curves of distill runs, for the dashboard.
+    db["training_metrics"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "step": int,
+            "split": str,  # train | validation
+            "loss": float,
+            "kd_loss": float,
+            "ce_loss": float,
+            "lr": float,
+            "tokens_per_s": float,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["training_metrics"].create_index(["run_id", "step"])
+    # bench_results: one aggregate metric of one model on one task in one bench run; cache_key
+    # lets a later run reuse a teacher's results instead of evaluating it again.
+    db["bench_results"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "model_fingerprint": str,
+            "role": str,  # teacher | student | system
+            "task": str,
+            "task_version": str,
+            "metric": str,
+            "value": float,
+            "stderr": float,
+            "n": int,
+            "lm_eval_version": str,
+            "num_fewshot": int,
+            "limit_n": int,
+            "cache_key": str,
+            "created_at": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["bench_results"].create_index(["cache_key"])
+    db["bench_results"].create_index(["run_id"])
+    # bench_samples: every scored item, so routers can learn which prompts the student fails.
+    db["bench_samples"].create(
+        {
+            "id": int,
+            "run_id": str,
+            "model_fingerprint": str,
+            "role": str,
+            "task": str,
+            "doc_id": int,
+            "prompt": str,
+            "target": str,
+            "response": str,
+            "score": float,
+            "family": str,
+            "difficulty": str,
+            "cache_key": str,
+        },
+        pk="id",
+        foreign_keys=[("run_id", "runs", "id")],
+    )
+    db["bench_samples"].create_index(["run_id", "task", "doc_id"])
+    db["bench_samples"].create_index(["cache_key"])
+    # routers: saved router artifacts with the pair they were fit for and their offline metrics.
+    db["routers"].create(
+        {
+            "version": str,
+            "scorer": str,
+            "threshold": float,
+            "calibration_json": str,
+            "teacher": str,
+            "student": str,
+            "metrics_json": str,
+            "path": str,
+            "created_at": str,
+        },
+        pk="version",
+    )
+    # requests: one row per gateway request, never lost — the cost/savings ledger.
+    db["requests"].create(
+        {
+            "id": str,
+            "ts": str,
+            "endpoint": str,
+            "requested_model": str,
+            "served_model": str,
+            "served_role": str,  # teacher | student
+            "route_reason": str,  # router | override | fallback | breaker | error
+            "router_score": float,
+            "threshold": float,
+            "router_version": str,
+            "latency_ms": float,
+            "ttft_ms": float,
+            "prompt_tokens": int,
+            "completion_tokens": int,
+            "cost_usd": float,
+            "teacher_cost_usd": float,
+            "status": int,
+            "error": str,
+            "fallback": int,
+            "stream": int,
+            "key_id": str,
+            "prompt_text": str,
+            "response_text": str,
+        },
+        pk="id",
+    )
+    db["requests"].create_index(["ts"])
+    # shadow_evals: teacher answers to sampled student-served requests, for drift detection.
+    db["shadow_evals"].create(
+        {
+            "id": int,
+            "request_id": str,
+            "ts": str,
+            "teacher_model": str,
+            "teacher_response": str,
+            "agreement": float,
+            "method": str,
+            "teacher_cost_usd": float,
+            "latency_ms": float,
+        },
+        pk="id",
+    )
+    db["shadow_evals"].create_index(["ts"])
+    # alerts: drift alerts with the statistic and bound that opened them, and when they closed.
+    db["alerts"].create(
+        {
+            "id": int,
+            "kind": str,
+            "opened_at": str,
+            "resolved_at": str,
+            "statistic": str,
+            "value": float,
+            "bound": float,
+            "window": int,
+            "threshold": float,
+            "message": str,
+        },
+        pk="id",
+    )

@@ -1,0 +1,114 @@
+import sqlite3
+import threading
+
+from kdroute.store import BatchedWriter, Store
+from kdroute.store.migrations import migrations
+
+EXPECTED_COLUMNS = {
+    "runs": ["id", "kind", "status", "started_at", "finished_at", "config_json", "output_dir",
+             "error"],
+    "models": ["fingerprint", "reference", "kind", "params", "input_price_per_1m",
+               "output_price_per_1m", "card_json", "created_at"],
+    "training_metrics": ["id", "run_id", "step", "split", "loss", "kd_loss", "ce_loss", "lr",
+                         "tokens_per_s", "created_at"],
+    "bench_results": ["id", "run_id", "model_fingerprint", "role", "task", "task_version",
+                      "metric", "value", "stderr", "n", "lm_eval_version", "num_fewshot",
+                      "limit_n", "cache_key", "created_at"],
+    "bench_samples": ["id", "run_id", "model_fingerprint", "role", "task", "doc_id", "prompt",
+                      "target", "response", "score", "family", "difficulty", "cache_key"],
+    "routers": ["version", "scorer", "threshold", "calibration_json", "teacher", "student",
+                "metrics_json", "path", "created_at"],
+    "requests": ["id", "ts", "endpoint", "requested_model", "served_model", "served_role",
+                 "route_reason", "router_score", "threshold", "router_version", "latency_ms",
+                 "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd", "teacher_cost_usd",
+                 "status", "error", "fallback", "stream", "key_id", "prompt_text",
+                 "response_text"],
+    "shadow_evals": ["id", "request_id", "ts", "teacher_model", "teacher_response", "agreement",
+                     "method", "teacher_cost_usd", "latency_ms"],
+    "alerts": ["id", "kind", "opened_at", "resolved_at", "statistic", "value", "bound", "window",
+               "threshold", "message"],
+}
+
+
+def test_migrations_from_empty_db_create_exact_columns(tmp_path):
+    with Store(tmp_path / "new.db") as store:
+        for table, columns in EXPECTED_COLUMNS.items():
+            assert [c.name for c in store.db[table].columns] == columns, table
+        applied = [m.name for m in migrations.applied(store.db)]
+        assert applied[0] == "m001_initial"
+        assert not migrations.pending(store.db)
+
+
+def test_reopening_applies_nothing_twice(tmp_path):
+    Store(tmp_path / "a.db").close()
+    with Store(tmp_path / "a.db") as store:
+        names = [m.name for m in migrations.applied(store.db)]
+        assert len(names) == len(set(names))
+
+
+def test_wal_mode_and_busy_timeout(tmp_path):
+    with Store(tmp_path / "wal.db", busy_timeout_ms=1234) as store:
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert store.db.execute("PRAGMA busy_timeout").fetchone()[0] == 1234
+
+
+def _request_row(thread: int, i: int) -> dict:
+    return {"id": f"t{thread}-{i}", "ts": "2026-01-01T00:00:00", "served_model": "student",
+            "status": 200, "cost_usd": 0.001, "teacher_cost_usd": 0.01}
+
+
+def test_batched_writer_loses_no_rows_from_concurrent_threads(tmp_path):
+    path = tmp_path / "w.db"
+    Store(path).close()
+    writer = BatchedWriter(str(path), queue_size=100_000, batch_size=128,
+                           flush_interval_s=0.05).start()
+
+    def send(thread: int) -> None:
+        for i in range(500):
+            assert writer.put(_request_row(thread, i))
+
+    threads = [threading.Thread(target=send, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    writer.close()
+    assert writer.written == 4000 and writer.dropped == 0 and writer.failed == 0
+    count = sqlite3.connect(path).execute("SELECT count(*) FROM requests").fetchone()[0]
+    assert count == 4000
+
+
+def test_batched_writer_counts_drops_when_queue_is_full(tmp_path):
+    path = tmp_path / "d.db"
+    Store(path).close()
+    writer = BatchedWriter(str(path), queue_size=10)  # not started: nothing drains the queue
+    accepted = sum(writer.put(_request_row(0, i)) for i in range(25))
+    assert accepted == 10 and writer.dropped == 15
+    writer.start().close()
+    assert writer.written == 10
+
+
+def test_fail_run_removes_partial_bench_rows(tmp_store):
+    run = tmp_store.start_run("bench")
+    tmp_store.save_bench(run, [{"task": "t", "metric": "acc", "value": 0.5, "cache_key": "k"}],
+                         [{"task": "t", "doc_id": 0, "score": 1.0, "cache_key": "k"}])
+    assert tmp_store.cached_bench("k") is None  # run not finished: not reusable
+    tmp_store.fail_run(run, "boom")
+    assert tmp_store.count("bench_results") == 0 and tmp_store.count("bench_samples") == 0
+    assert tmp_store.run(run)["status"] == "failed"
+
+
+def test_cached_bench_returns_finished_run(tmp_store):
+    run = tmp_store.start_run("bench")
+    tmp_store.save_bench(run, [{"task": "t", "metric": "acc", "value": 0.5, "cache_key": "k"}],
+                         [{"task": "t", "doc_id": 0, "score": 1.0, "cache_key": "k"}])
+    tmp_store.finish_run(run)
+    results, samples = tmp_store.cached_bench("k")
+    assert results[0]["value"] == 0.5 and samples[0]["score"] == 1.0
+
+
+def test_read_helpers_return_dataframes(tmp_store):
+    tmp_store.insert_requests([_request_row(0, i) for i in range(3)])
+    frame = tmp_store.requests_frame()
+    assert list(frame["id"]) == ["t0-0", "t0-1", "t0-2"]
+    assert frame["teacher_cost_usd"].sum() == 0.03
