@@ -28,7 +28,7 @@ test: install
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check kdroute tests benchmarks dashboards evalsets
+	$(VENV)/bin/ruff check .
 
 bench: install
 	$(PY) benchmarks/run_all.py $(ONLY)
