@@ -1,0 +1,199 @@
+"""The skill suite: a deterministic generator of the synthetic tasks tiny local models learn.
+
+`python -m kdroute.evalsets` writes `evalsets/data/{train,validation,test}.jsonl`. Every row is
+
+    {"prompt": "What is 347 + 85?", "response": "432", "family": "arith", "difficulty": 3}
+
+plus `choices` and `answer` (index into choices) for multiple-choice rows, whose `response` is
+the correct choice's text. The prompt is the user's message only; the shared Q/A wrapping lives
+in `kdroute.tinymodels.format_prompt` / `format_response` (and in the lm-eval YAMLs).
+
+Six families, each with a difficulty in its own natural unit:
+
+    arith    addition/subtraction   difficulty = digits of the larger operand (1-5)
+    reverse  reverse a string       difficulty = string length (2-10)
+    sort     sort numbers 0-99      difficulty = how many numbers (2-6)
+    count    count a letter         difficulty = string length (3-12)
+    lookup   made-up capitals       difficulty = frequency tier in train (1 common - 3 rare)
+    mc       pick the largest of 4  difficulty = digits of the numbers (1-4); scored by loglik
+
+Levels are drawn uniformly per split. Validation and test are drawn first and train avoids their
+prompts where the space allows (lookup is memorisation: its facts recur in every split by design).
+The same seed gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import string
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+SEED = 1234
+DATA_DIR = Path(__file__).resolve().parents[1] / "evalsets" / "data"
+SPLITS = ("test", "validation", "train")  # order matters: train avoids the held-out prompts
+# Items per family and split. Lookup train size follows from its frequency tiers.
+SIZES = {"train": 6000, "validation": 100, "test": 300}
+LOOKUP_TIERS = {1: 60, 2: 20, 3: 5}  # tier -> training repeats of each fact
+LOOKUP_PER_TIER = 50
+MAX_RETRIES = 50  # draws tried before accepting a train item that collides with a held-out one
+
+Item = dict
+
+
+def _arith(rng: random.Random, level: int) -> Item:
+    hi = rng.randint(10 ** (level - 1) if level > 1 else 0, 10**level - 1)
+    lo = rng.randint(0, 10**level - 1)
+    if rng.random() < 0.5:
+        a, b = (hi, lo) if rng.random() < 0.5 else (lo, hi)
+        return {"prompt": f"What is {a} + {b}?", "response": str(a + b)}
+    a, b = max(hi, lo), min(hi, lo)  # keep results non-negative
+    return {"prompt": f"What is {a} - {b}?", "response": str(a - b)}
+
+
+def _reverse(rng: random.Random, level: int) -> Item:
+    word = "".join(rng.choices(string.ascii_lowercase, k=level))
+    return {"prompt": f"Reverse the letters of {word}.", "response": word[::-1]}
+
+
+def _sort(rng: random.Random, level: int) -> Item:
+    numbers = rng.sample(range(100), level)
+    return {"prompt": "Sort ascending: " + " ".join(map(str, numbers)),
+            "response": " ".join(map(str, sorted(numbers)))}
+
+
+def _count(rng: random.Random, level: int) -> Item:
+    word = "".join(rng.choices("abcd", k=level))
+    letter = rng.choice("abcd")
+    return {"prompt": f"How many {letter} are in {word}?", "response": str(word.count(letter))}
+
+
+def _mc(rng: random.Random, level: int) -> Item:
+    low = 10 ** (level - 1) if level > 1 else 0
+    choices = [str(n) for n in rng.sample(range(low, 10**level), 4)]
+    answer = max(range(4), key=lambda i: int(choices[i]))
+    return {"prompt": "Which is largest: " + ", ".join(choices) + "?",
+            "response": choices[answer], "choices": choices, "answer": answer}
+
+
+GENERATORS: dict[str, tuple[Callable[[random.Random, int], Item], range]] = {
+    "arith": (_arith, range(1, 6)),
+    "reverse": (_reverse, range(2, 11)),
+    "sort": (_sort, range(2, 7)),
+    "count": (_count, range(3, 13)),
+    "mc": (_mc, range(1, 5)),
+}
+FAMILIES = ("arith", "reverse", "sort", "count", "lookup", "mc")
+
+
+def _name(rng: random.Random, syllables: int) -> str:
+    onsets, vowels, codas = "bdfgklmnprstvz", "aeiou", ["", "", "n", "r", "l", "s"]
+    parts = [rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas) for _ in range(syllables)]
+    return "".join(parts).capitalize()
+
+
+def lookup_table(seed: int = SEED) -> list[tuple[str, str, int]]:
+    """(country, capital, tier) for the made-up world; names are unique."""
+    rng = random.Random(f"{seed}-lookup-table")
+    seen: set[str] = set()
+    table = []
+    for tier in LOOKUP_TIERS:
+        while sum(1 for row in table if row[2] == tier) < LOOKUP_PER_TIER:
+            country, capital = _name(rng, rng.choice((2, 3))) + "ia", _name(rng, 2)
+            if country in seen or capital in seen:
+                continue
+            seen.update((country, capital))
+            table.append((country, capital, tier))
+    return table
+
+
+def _lookup_items(split: str, seed: int) -> list[Item]:
+    rng = random.Random(f"{seed}-{split}-lookup")
+    table = lookup_table(seed)
+    if split == "train":
+        rows = [row for row in table for _ in range(LOOKUP_TIERS[row[2]])]
+    else:
+        rows = [rng.choice(table) for _ in range(SIZES[split])]
+    items = [{"prompt": f"What is the capital of {country}?", "response": capital,
+              "family": "lookup", "difficulty": tier} for country, capital, tier in rows]
+    rng.shuffle(items)
+    return items
+
+
+def _family_items(family: str, split: str, seed: int, held_out: set[str]) -> list[Item]:
+    make, levels = GENERATORS[family]
+    rng = random.Random(f"{seed}-{split}-{family}")
+    items = []
+    for i in range(SIZES[split]):
+        level = levels[i % len(levels)]
+        for _ in range(MAX_RETRIES):
+            item = make(rng, level)
+            if item["prompt"] not in held_out:
+                break
+        items.append({**item, "family": family, "difficulty": level})
+    rng.shuffle(items)
+    return items
+
+
+def generate(seed: int = SEED) -> dict[str, list[Item]]:
+    """All splits, families interleaved in a fixed order (deterministic for a given seed)."""
+    held_out: set[str] = set()
+    splits: dict[str, list[Item]] = {}
+    for split in SPLITS:
+        per_family = [
+            _lookup_items(split, seed) if family == "lookup"
+            else _family_items(family, split, seed, held_out if split == "train" else set())
+            for family in FAMILIES
+        ]
+        rows = [item for family_items in per_family for item in family_items]
+        random.Random(f"{seed}-{split}-mix").shuffle(rows)
+        splits[split] = rows
+        if split != "train":
+            held_out.update(item["prompt"] for item in rows)
+    return splits
+
+
+def _jsonl(rows: list[Item]) -> Iterator[str]:
+    for row in rows:
+        yield json.dumps(row, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+def write(out_dir: str | Path = DATA_DIR, seed: int = SEED) -> dict[str, Path]:
+    """Write every split to `out_dir/<split>.jsonl`; return the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split, rows in generate(seed).items():
+        path = out / f"{split}.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(_jsonl(rows)), encoding="utf-8")
+        tmp.replace(path)  # readers never see a half-written file
+        paths[split] = path
+    return paths
+
+
+def ensure(out_dir: str | Path = DATA_DIR, seed: int = SEED) -> dict[str, Path]:
+    """The split files, generated first if any is missing."""
+    out = Path(out_dir)
+    paths = {split: out / f"{split}.jsonl" for split in SPLITS}
+    if not all(p.is_file() for p in paths.values()):
+        return write(out, seed)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m kdroute.evalsets",
+        description="Write the kdroute skill suite (train/validation/test JSONL).")
+    parser.add_argument("--out", default=str(DATA_DIR), help="output folder (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=SEED, help="generator seed (default: %(default)s)")
+    args = parser.parse_args(argv)
+    for split, path in write(args.out, args.seed).items():
+        n = sum(1 for _ in path.open(encoding="utf-8"))
+        print(f"{split:<10} {n:>6} items  {path.stat().st_size / 1e6:5.2f} MB  {path}")
+
+
+if __name__ == "__main__":
+    main()
