@@ -1,0 +1,1 @@
+"""The built-in distillation trainer: losses, data and teacher signals, the training loop."""
