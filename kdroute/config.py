@@ -71,6 +71,7 @@ class GatewayConfig(_Section):
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     request_timeout_s: float = Field(default=120.0, gt=0)
     retry_max_wait_s: float = Field(default=10.0, ge=0)
+    retry_backoff_s: float = Field(default=0.25, ge=0)
     store_text: bool = False
     writer_queue_size: int = Field(default=10000, ge=1)
     writer_batch_size: int = Field(default=200, ge=1)
