@@ -113,7 +113,7 @@ class Gateway:
 
     async def _with_fallback(self, role: str, record: RequestRecord, call):
         try:
-            return role, await self._call(role, call)
+            result = await self._call(role, call)
         except UpstreamError as exc:
             if role != "student":
                 raise upstream_to_gateway(exc) from None
@@ -121,10 +121,13 @@ class Gateway:
             record.fallback = True
             record.route_reason = "fallback"
             record.error = exc.message
-        try:
-            return "teacher", await self._call("teacher", call)
-        except UpstreamError as exc:
-            raise upstream_to_gateway(exc) from None
+            role = "teacher"
+            try:
+                result = await self._call(role, call)
+            except UpstreamError as exc:
+                raise upstream_to_gateway(exc) from None
+        record.served_role, record.served_model = role, self.targets[role].backend.name
+        return role, result
 
     async def _call(self, role: str, call):
         target = self.targets[role]
