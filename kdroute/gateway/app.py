@@ -81,7 +81,6 @@ def create_app(settings: Settings, *, router: Router | None = None,
         router = load_router(settings)
     gw_cfg = settings.gateway
     ledger = settings.path(settings.store.path)
-    Store(ledger, settings.store.busy_timeout_ms).close()  # migrate now; fail before serving
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512,
                                                    max_keepalive_connections=128))
     targets = {}
@@ -91,6 +90,7 @@ def create_app(settings: Settings, *, router: Router | None = None,
             role, build_backend(role, model, settings, client), resolve_prices(role, model),
             RetryPolicy(model.max_retries, gw_cfg.retry_backoff_s, gw_cfg.retry_max_wait_s),
             model.timeout_s)
+    Store(ledger, settings.store.busy_timeout_ms).close()  # migrate now; fail before serving
     writer = BatchedWriter(str(ledger), queue_size=gw_cfg.writer_queue_size,
                            batch_size=gw_cfg.writer_batch_size,
                            flush_interval_s=gw_cfg.writer_flush_interval_s,
