@@ -109,7 +109,7 @@ def _handler_for(fake: FakeOpenAI):
             length = int(self.headers.get("content-length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
             with fake._lock:
-                fake.received.append(Received(self.path, dict(self.headers), body))
+                fake.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
             b = fake.behaviour
             if not self._sleep(b.latency_s):
                 return
