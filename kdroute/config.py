@@ -122,6 +122,9 @@ class BenchConfig(_Section):
     min_retention: float = Field(default=0.9, ge=0, le=1)
     gate_on: Literal["each", "mean"] = "each"
     output_dir: str = "runs/bench"
+    device: str = "auto"
+    speed_prompts: int = Field(default=16, ge=1)
+    speed_new_tokens: int = Field(default=24, ge=1)
 
 
 class Settings(_Section):

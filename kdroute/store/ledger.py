@@ -189,3 +189,16 @@ class Store:
     def bench_frame(self, run_id: str | None = None) -> pd.DataFrame:
         return self.table_frame("bench_results", "run_id = ?" if run_id else None,
                                 [run_id] if run_id else (), order_by="id")
+
+    # --- bench (additions) ------------------------------------------------------------------
+
+    def update_run(self, run_id: str, *, output_dir: str | None = None,
+                   config: Mapping[str, Any] | None = None) -> None:
+        """Record where a run wrote its outputs and what it finally ran (its summary)."""
+        fields: dict[str, Any] = {}
+        if output_dir is not None:
+            fields["output_dir"] = output_dir
+        if config is not None:
+            fields["config_json"] = json.dumps(config, default=str)
+        if fields:
+            self.db["runs"].update(run_id, fields)
