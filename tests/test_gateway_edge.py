@@ -273,3 +273,25 @@ def _wait_for(url: str, proc, timeout: float = 60) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise AssertionError("kdroute serve did not come up")
+
+
+def test_listeners_receive_every_finished_record(fakes, tmp_path):
+    """The hook the monitor consumes: each finished request record, with the conversation and
+    the answer in memory; a failing listener never breaks serving."""
+    from kdroute.gateway import create_app
+
+    seen = []
+
+    def broken(record):
+        raise RuntimeError("listener bug")
+
+    settings = make_settings(fakes[0].url, fakes[1].url, tmp_path / "ledger.db")
+    app = create_app(settings, router=KeywordRouter(), env={}, listeners=[broken, seen.append])
+    with AppServer(app) as server:
+        ok = httpx.post(server.url + "/v1/chat/completions", json=CHAT, timeout=30)
+        bad = httpx.post(server.url + "/v1/chat/completions", json={"model": "x"}, timeout=30)
+    assert (ok.status_code, bad.status_code) == (200, 400)
+    assert [r.id for r in seen] == [ok.headers["x-kdroute-request-id"],
+                                    bad.headers["x-kdroute-request-id"]]
+    assert seen[0].served_role == "student" and seen[0].conversation == EASY
+    assert seen[0].response_text == "hello from the fake model"
