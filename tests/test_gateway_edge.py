@@ -142,10 +142,13 @@ def test_streaming_client_disconnect_cancels_the_backend_stream(gw):
                       json=dict(CHAT, model="kdroute/student", stream=True)) as resp:
         first = next(resp.iter_lines())
         assert first.startswith("data: ")
+        request_id = resp.headers["x-kdroute-request-id"]
     deadline = time.monotonic() + 10
     while gw.student.disconnects == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert gw.student.disconnects == 1
+    row = gw.row(request_id)
+    assert row["status"] == 499 and row["stream"] == 1 and row["response_text"].startswith("a")
 
 
 def test_curl(gw):

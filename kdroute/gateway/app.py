@@ -202,9 +202,9 @@ async def serve(request: Request, endpoint: str, schema) -> Response:
         if body.stream:
             stream = await until_disconnect(
                 request, gw.open_stream(endpoint, payload, decision, record))
-            return StreamingResponse(gw.relay(stream, payload, record, started),
-                                     media_type="text/event-stream",
-                                     headers=route_headers(record))
+            return RelayResponse(gw.relay(stream, payload, record, started),
+                                 on_close=lambda: gw.abandon(stream, record, started),
+                                 media_type="text/event-stream", headers=route_headers(record))
         answer = await until_disconnect(request, gw.complete(endpoint, payload, decision, record))
         gw.finish(record, started)
         return JSONResponse(answer, headers=route_headers(record))
@@ -254,6 +254,22 @@ async def read_json(request: Request, limit: int):
 def _too_large(limit: int) -> GatewayError:
     return GatewayError(413, f"request body is larger than {limit} bytes (gateway.max_body_bytes)",
                         code="request_too_large")
+
+
+class RelayResponse(StreamingResponse):
+    """A streaming response that always closes its relay, even when the client disconnects
+    before the first byte (Starlette would then never start, hence never close, the generator)."""
+
+    def __init__(self, content, *, on_close, **kwargs):
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.body_iterator.aclose()
+            await self._on_close()
 
 
 class ClientGone(Exception):

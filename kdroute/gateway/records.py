@@ -79,11 +79,14 @@ class RequestRecord:
     # In memory for listeners; copied into the row only when store_text is on.
     conversation: list[dict[str, Any]] | None = field(default=None, repr=False)
     response_text: str | None = field(default=None, repr=False)
+    logged: bool = field(default=False, repr=False)  # finished and handed to the writer
+
 
     def row(self, store_text: bool, secrets: tuple[str, ...] = ()) -> dict[str, Any]:
         """The ledger row: text columns only when asked, always redacted."""
         row = asdict(self)
         conversation = row.pop("conversation")
+        del row["logged"]
         row["fallback"] = int(self.fallback)
         row["stream"] = int(self.stream)
         row["error"] = redact(self.error, secrets)

@@ -194,7 +194,7 @@ class Gateway:
             err = upstream_to_gateway(exc)
             record.status, record.error = err.status, err.message
             yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
             record.status, record.error = 499, "client disconnected"
             raise
         finally:
@@ -224,8 +224,18 @@ class Gateway:
         record.teacher_cost_usd = cost_usd(self.targets["teacher"].prices, record.prompt_tokens,
                                            record.completion_tokens)
 
+    async def abandon(self, stream: Stream, record: RequestRecord, started: float) -> None:
+        """The client left before the relay ever ran: close the upstream, log the request."""
+        if not record.logged:
+            await stream.rest.aclose()
+            record.status, record.error = 499, "client disconnected"
+            self.finish(record, started)
+
     def finish(self, record: RequestRecord, started: float) -> None:
-        """Log the request: ledger row (enqueued, never blocking), metrics, listeners."""
+        """Log the request once: ledger row (enqueued, never blocking), metrics, listeners."""
+        if record.logged:
+            return
+        record.logged = True
         record.latency_ms = (time.perf_counter() - started) * 1000
         self.writer.put(record.row(self.store_text, self.secrets))
         self.metrics.observe(record)
