@@ -71,31 +71,22 @@ def task_manager(names: list[str], include_path: Path | None):
 
 def resolve_tasks(names: list[str], manager) -> list[TaskInfo]:
     """The leaf tasks behind task and group names, in order, each with version and type."""
-    from lm_eval.tasks import get_task_dict
-
     try:
-        task_dict = get_task_dict(list(names), manager)
+        loaded = manager.load(list(names))
     except Exception as exc:  # a task whose data cannot be loaded (e.g. offline hub dataset)
         raise InputError(f"cannot load tasks {', '.join(names)}: {_one_line(exc)}") from None
-    leaves: dict[str, TaskInfo] = {}
-    _collect(task_dict, leaves)
-    return list(leaves.values())
+    return [_info(name, task) for name, task in loaded["tasks"].items()]
 
 
-def _collect(node: dict, leaves: dict[str, TaskInfo]) -> None:
-    for key, value in node.items():
-        if isinstance(value, dict):
-            _collect(value, leaves)
-            continue
-        name = key if isinstance(key, str) else value.config.task
-        version = value.VERSION if value.VERSION is not None else "0"
-        docs = list(value.eval_docs)
-        chance = None
-        if value.OUTPUT_TYPE == "multiple_choice" and docs:
-            chance = sum(1 / len(value.doc_to_choice(d)) for d in docs) / len(docs)
-        prompts = () if value.OUTPUT_TYPE in LOGLIKELIHOOD_TYPES else tuple(
-            str(value.doc_to_text(d)) for d in docs[:SPEED_PROMPTS_PER_TASK])
-        leaves[name] = TaskInfo(name, str(version), value.OUTPUT_TYPE, chance, len(docs), prompts)
+def _info(name: str, task) -> TaskInfo:
+    version = task.VERSION if task.VERSION is not None else "0"
+    docs = list(task.eval_docs)
+    chance = None
+    if task.OUTPUT_TYPE == "multiple_choice" and docs:
+        chance = sum(1 / len(task.doc_to_choice(d)) for d in docs) / len(docs)
+    prompts = () if task.OUTPUT_TYPE in LOGLIKELIHOOD_TYPES else tuple(
+        str(task.doc_to_text(d)) for d in docs[:SPEED_PROMPTS_PER_TASK])
+    return TaskInfo(name, str(version), task.OUTPUT_TYPE, chance, len(docs), prompts)
 
 
 def evaluate(spec: ModelSpec, tasks: list[TaskInfo], manager, *, limit: int | None,

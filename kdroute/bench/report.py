@@ -26,7 +26,7 @@ def _p(value: float | None) -> str:
 
 def comparison_cells(c: Comparison) -> list[str]:
     diff = "-" if c.diff is None else f"{c.diff:+.3f} ± {c.diff_stderr:.3f}"
-    return [c.task, c.metric.replace(",none", ""), _num(c.teacher), _num(c.value),
+    return [c.task, c.metric.split(",")[0], _num(c.teacher), _num(c.value),
             _num(c.retention), _num(c.chance_corrected), diff, _p(c.p_value),
             c.verdict if not c.note else f"{c.verdict} ({c.note})"]
 
@@ -71,7 +71,7 @@ def speed_table(result: BenchResult) -> Table:
     table = Table(title="speed on the same prompts", title_justify="left")
     table.add_column("figure")
     for role, model in result.models.items():
-        table.add_column(f"{role}{' (cached)' if model.speed and model.cached_tasks else ''}",
+        table.add_column(f"{role}{' (cached)' if model.speed_cached else ''}",
                          justify="right")
     for row in speed_rows(result):
         table.add_row(*row)
@@ -119,11 +119,14 @@ def retention_chart(result: BenchResult, path: Path, min_retention: float) -> No
         values = {c.task: c.retention for c in result.comparisons if c.role == role}
         ys = [i + j * height for i in range(len(tasks))]
         ax.barh(ys, [values.get(t) or 0.0 for t in tasks], height=height, label=role)
+        for y, task in zip(ys, tasks, strict=True):
+            if values.get(task) is None:
+                ax.text(0.01, y, "n/a", va="center", fontsize=8, color="gray")
     ax.axvline(min_retention, color="red", linestyle="--", label=f"gate {min_retention:g}")
     ax.set_yticks([i + 0.4 - height / 2 for i in range(len(tasks))], tasks)
     ax.invert_yaxis()
     ax.set_xlabel("retention (score / teacher score)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

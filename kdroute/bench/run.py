@@ -36,6 +36,7 @@ class ModelResult:
     results: list[dict] = field(default_factory=list)
     samples: list[dict] = field(default_factory=list)
     speed: dict[str, Any] | None = None
+    speed_cached: bool = False
     evaluated_tasks: list[str] = field(default_factory=list)
     cached_tasks: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)  # task -> reason
@@ -276,6 +277,7 @@ def _add_speed(store: Store, result: ModelResult, prompts: list[str], opts: Opti
               if opts.use_cache and result.spec.role == "teacher" else None)
     if cached is not None:
         figures = {r["metric"]: r["value"] for r in cached[0]}
+        result.speed_cached = True
     else:
         figures = speed.measure(result.spec, prompts, opts.speed_new_tokens, device)
     result.speed = figures

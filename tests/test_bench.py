@@ -1,0 +1,157 @@
+"""`kdroute bench` end to end on two tiny random-init models: real lm-eval, real SQLite."""
+
+import json
+import sys
+
+import pytest
+from conftest import REPO
+
+from kdroute.bench import harness
+from kdroute.cli import common, main
+from kdroute.config import load_config
+from kdroute.store import Store
+from kdroute.tinymodels import save_tiny_model
+
+LIMIT = 4
+TASKS = ["kdroute_arith", "kdroute_reverse", "kdroute_sort", "kdroute_count", "kdroute_lookup",
+         "kdroute_mc"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Two tiny models and a config whose ledger and reports live in a temp folder."""
+    root = tmp_path_factory.mktemp("bench")
+    for name, seed in (("teacher", 0), ("student", 1)):
+        save_tiny_model(root / name, seed=seed, n_layer=1, n_head=2, n_embd=32)
+    config = root / "config.toml"
+    config.write_text(
+        '[teacher]\nmodel = "hf:teacher"\n[student]\nmodel = "hf:student"\n'
+        '[store]\npath = "ledger.db"\n'
+        f'[bench]\ninclude_path = "{REPO / "evalsets"}"\nlimit = {LIMIT}\noutput_dir = "runs"\n'
+        'speed_prompts = 2\nspeed_new_tokens = 4\nbatch_size = 8\ndevice = "cpu"\n')
+    return root, config
+
+
+def kdroute(config, *args, monkeypatch, capsys):
+    """Run the real console entry point in-process; return (exit code, stdout, stderr)."""
+    monkeypatch.setattr(common.console, "width", 200)  # a wide terminal: no wrapped headers
+    monkeypatch.setattr(sys, "argv", ["kdroute", "--config", str(config), *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.fixture
+def eval_calls(monkeypatch):
+    """Records the role of every model lm-eval evaluates (the real evaluation still runs)."""
+    calls = []
+    real = harness.evaluate
+
+    def spy(spec, tasks, *args, **kwargs):
+        calls.append((spec.role, [t.name for t in tasks]))
+        return real(spec, tasks, *args, **kwargs)
+
+    monkeypatch.setattr(harness, "evaluate", spy)
+    return calls
+
+
+def latest_run(store):
+    return store.frame("SELECT * FROM runs ORDER BY started_at DESC LIMIT 1").iloc[0]
+
+
+def test_bench_writes_results_samples_table_and_report(world, monkeypatch, capsys, eval_calls):
+    root, config = world
+    code, out, _ = kdroute(config, "bench", monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0, out
+    assert [role for role, _ in eval_calls] == ["teacher", "student"]
+    for text in ("student vs teacher", "retention", "chance-corr.", "gen tokens/s",
+                 "latency p95 ms", "speed-up", *TASKS):
+        assert text in out
+    assert "PASS" in out or "FAIL" in out
+    with Store(root / "ledger.db") as store:
+        run = latest_run(store)
+        assert run["status"] == "done"
+        results = store.frame("SELECT * FROM bench_results WHERE run_id = ?", [run["id"]])
+        scored = results[results.task != "speed"]
+        assert set(scored.task) == set(TASKS) and set(scored.role) == {"teacher", "student"}
+        assert (scored.n == LIMIT).all() and scored.lm_eval_version.notna().all()
+        speed = results[results.task == "speed"]
+        assert {"tokens_per_s", "latency_p50_ms", "params"} <= set(speed.metric)
+        samples = store.frame("SELECT * FROM bench_samples WHERE run_id = ?", [run["id"]])
+    assert len(samples) == 2 * LIMIT * len(TASKS)
+    assert samples.family.notna().all() and samples.difficulty.notna().all()
+    assert not samples.prompt.str.startswith("Q:").any()  # the user's words, not the wrapper
+    pairs = samples.groupby(["task", "doc_id"]).role.apply(sorted)
+    assert (pairs.apply(tuple) == ("student", "teacher")).all()
+    mc = samples[samples.task == "kdroute_mc"]
+    assert set(mc.score) <= {0.0, 1.0} and mc.target.str.fullmatch(r"\d+").all()
+    report = root / "runs" / run["id"]
+    assert (report / "report.md").read_text().count("| kdroute_") == len(TASKS)
+    assert (report / "retention.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["models"]["teacher"]["evaluated_tasks"] == TASKS
+    assert not list((root / "runs").glob("*.partial"))
+
+
+def test_second_run_reuses_the_cached_teacher_and_gates(world, monkeypatch, capsys, eval_calls):
+    root, config = world
+    code, out, _ = kdroute(config, "bench", "--gate", "--min-retention", "1.0",
+                           monkeypatch=monkeypatch, capsys=capsys)
+    assert eval_calls == [("student", TASKS)]  # the teacher came from the ledger
+    with Store(root / "ledger.db") as store:
+        first, second = store.frame(
+            "SELECT id FROM runs WHERE status = 'done' ORDER BY started_at").id.tolist()[-2:]
+        frame = store.frame("SELECT run_id, role, task, doc_id, response, score, cache_key "
+                            "FROM bench_samples WHERE role = 'teacher' ORDER BY task, doc_id")
+        scores = store.frame("SELECT role, task, value FROM bench_results WHERE run_id = ? "
+                             "AND metric IN ('exact_match,extract', 'acc,none')", [second])
+    old, new = (frame[frame.run_id == r].drop(columns="run_id").reset_index(drop=True)
+                for r in (first, second))
+    assert len(new) == LIMIT * len(TASKS) and old.equals(new)
+    # the gate's verdict follows the scores: FAIL iff the student is below the teacher somewhere
+    table = scores.pivot(index="task", columns="role", values="value")
+    gated = table[table.teacher > 0]
+    expected_fail = bool((gated.student < gated.teacher).any())
+    assert code == (1 if expected_fail else 0)
+    assert ("FAIL" if expected_fail else "PASS") in out
+    # a student identical to the teacher passes even the strictest gate
+    code, out, _ = kdroute(config, "bench", "--student", "hf:teacher", "--tasks", "kdroute_mc",
+                           "--gate", "--min-retention", "1.0", "--no-speed",
+                           monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 0 and "PASS" in out, out
+
+
+def test_no_cache_evaluates_the_teacher_again(world, eval_calls):
+    root, config = world
+    from kdroute.bench import run_bench
+
+    settings = load_config(config)
+    result = run_bench(settings, tasks=["kdroute_mc"], use_cache=False, measure_speed=False)
+    assert [role for role, _ in eval_calls] == ["teacher", "student"]
+    assert result.evaluated == ["teacher", "student"]
+    assert set(result.scores("teacher")) == {"kdroute_mc"}
+    assert result.report_dir is not None and (result.report_dir / "report.md").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--student", "hf:missing-model"], "student model directory not found"),
+    (["--tasks", "kdroute_arith,not_a_task"], "unknown task not_a_task"),
+])
+def test_bad_input_exits_2_and_keeps_nothing(world, monkeypatch, capsys, args, message):
+    root, config = world
+    with Store(root / "ledger.db") as store:
+        reports = set((root / "runs").iterdir())
+    code, out, err = kdroute(config, "bench", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    with Store(root / "ledger.db") as store:
+        run = latest_run(store)
+        assert run["status"] == "failed" and message in run["error"]
+        for table in ("bench_results", "bench_samples"):
+            assert store.frame(f"SELECT COUNT(*) AS n FROM {table} WHERE run_id = ?",
+                               [run["id"]]).n[0] == 0
+    assert set((root / "runs").iterdir()) == reports
