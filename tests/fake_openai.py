@@ -18,6 +18,11 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # the default backlog of 5 drops bursts of concurrent connections
+    daemon_threads = True
+
+
 @dataclass
 class Behaviour:
     latency_s: float = 0.0
@@ -49,8 +54,7 @@ class FakeOpenAI:
         self.received: list[Received] = []
         self.disconnects = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), _handler_for(self))
         self._thread: threading.Thread | None = None
 
     @property

@@ -16,9 +16,9 @@ from fake_openai import AppServer, FakeOpenAI
 
 KEYS = ("sk-kdtest-alpha-0123456789abcdef", "sk-kdtest-beta-fedcba9876543210")
 TEACHER = {"model": "openai/big-teacher", "input_price_per_1m": 5.0, "output_price_per_1m": 15.0,
-           "timeout_s": 2.0, "max_retries": 2}
+           "timeout_s": 3.0, "max_retries": 2}
 STUDENT = {"model": "openai/small-student", "input_price_per_1m": 0.1,
-           "output_price_per_1m": 0.3, "timeout_s": 1.0, "max_retries": 2}
+           "output_price_per_1m": 0.3, "timeout_s": 2.0, "max_retries": 2}
 EASY = [{"role": "user", "content": "say hi"}]
 HARD = [{"role": "user", "content": "a hard proof, please"}]
 
