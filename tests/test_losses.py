@@ -207,3 +207,18 @@ def test_attention_kl_properties():
     assert L.attention_kl_loss([a], [b], labels, [(1, 1)]).item() > 0
     with pytest.raises(ValueError, match="head counts"):
         L.attention_kl_loss([a], [torch.softmax(torch.randn(2, 4, 4, 4), -1)], labels, [(1, 1)])
+
+
+def test_topk_with_stored_tail_survives_fp16_rounding():
+    s, t, lab = _random(v=32, seed=5, scale=1.0)
+    dense = L.kd_loss(s, t, lab, temperature=2.0).item()
+    values, indices = L.teacher_topk(t, 32, temperature=2.0)
+    rounded = values.half()
+    stored = L.topk_kd_loss(s, rounded, indices, lab, teacher_tail=L.tail_log_prob(values),
+                            temperature=2.0).item()
+    assert stored == pytest.approx(dense, rel=1e-2)
+    values8, indices8 = L.teacher_topk(t, 8, temperature=2.0)
+    exact = L.topk_kd_loss(s, values8, indices8, lab, temperature=2.0).item()
+    with_tail = L.topk_kd_loss(s, values8.half(), indices8, lab, temperature=2.0,
+                               teacher_tail=L.tail_log_prob(values8)).item()
+    assert with_tail == pytest.approx(exact, rel=1e-2)

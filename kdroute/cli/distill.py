@@ -1,14 +1,136 @@
-"""`kdroute distill`."""
+"""`kdroute distill`: train a student from the teacher, or a model by cross-entropy alone."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import typer
 
-from kdroute.errors import NotBuiltError
+from kdroute.cli.common import console, state
+from kdroute.errors import InputError
+
+_HELP = """Distill a student from the teacher (or train by cross-entropy without one).
+
+Defaults come from the \\[distill] section of the config; each option overrides one key. The teacher is the \\[teacher] model when it is a local hf: directory.
+
+Teacher modes: live (a teacher forward pass each step), cached (its top-k log-probs computed once into runs/teacher-cache and reused), sequence (the student learns the teacher's generated answers: the path for another tokenizer).
+
+Several processes: accelerate launch --multi_gpu --num_processes N -m kdroute distill ... (CPU-only machines run gloo DDP).
+
+kdroute distill --preset demo trains the embedded demo pair: models/demo-teacher if missing, then models/demo-student."""
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("distill", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def distill() -> None:
-        """Distill a student from the teacher (or train by cross-entropy without one)."""
-        raise NotBuiltError("`kdroute distill` is not built yet in this version")
+    @app.command("distill", help=_HELP)
+    def distill(
+        ctx: typer.Context,
+        teacher: str | None = typer.Option(None, help="Teacher: hf:<dir> or a directory "
+                                           "(default: teacher.model)."),
+        no_teacher: bool = typer.Option(False, "--no-teacher",
+                                        help="Train by cross-entropy only, without a teacher."),
+        teacher_cache: Path | None = typer.Option(
+            None, help="A finished top-k cache folder: cached mode without loading the teacher."),
+        student: Path | None = typer.Option(None, help="Start from this student directory "
+                                            "(default: a new model, see --student-*)."),
+        student_layers: int | None = typer.Option(None, help="Layers of a new student."),
+        student_width: int | None = typer.Option(None, help="Hidden size of a new student."),
+        student_heads: int | None = typer.Option(None, help="Attention heads of a new student."),
+        init_from_teacher: bool = typer.Option(
+            False, help="Initialise a new student from evenly spaced teacher blocks (same width)."),
+        data: Path | None = typer.Option(None, help="Prompt/response JSONL (default: distill.data)."),
+        validation_data: Path | None = typer.Option(None, help="Validation JSONL, evaluated "
+                                                    "every --eval-every steps."),
+        output: Path | None = typer.Option(None, "--output", "-o",
+                                           help="Where the student goes (default: distill.output_dir)."),
+        teacher_mode: str | None = typer.Option(None, help="live | cached | sequence."),
+        loss: str | None = typer.Option(None, help="forward_kl | reverse_kl | jsd | skew_kl | "
+                                        "skew_reverse_kl | tvd."),
+        kd_temperature: float | None = typer.Option(None, help="Softmax temperature of the KD loss."),
+        alpha_ce: float | None = typer.Option(None, help="Weight of the hard-label loss."),
+        alpha_kd: float | None = typer.Option(None, help="Weight of the KD loss."),
+        jsd_beta: float | None = typer.Option(None, help="Generalized JSD β in [0, 1]."),
+        skew_alpha: float | None = typer.Option(None, help="Skew KL α in [0, 1]."),
+        hidden_weight: float | None = typer.Option(None, help="Weight of the hidden-state loss."),
+        attention_weight: float | None = typer.Option(None, help="Weight of the attention KL."),
+        top_k: int | None = typer.Option(None, help="Teacher log-probs kept per token (cached)."),
+        steps: int | None = typer.Option(None, help="Optimizer steps."),
+        batch_size: int | None = typer.Option(None, help="Sequences per micro-batch per process."),
+        grad_accum: int | None = typer.Option(None, help="Micro-batches per optimizer step."),
+        lr: float | None = typer.Option(None, help="Peak learning rate."),
+        seed: int | None = typer.Option(None, help="Seed of initialisation and data order."),
+        max_length: int = typer.Option(128, help="Tokens per sequence (longer ones are cut)."),
+        resume: bool = typer.Option(False, help="Continue exactly from the newest checkpoint."),
+        preset: str | None = typer.Option(None, help="A named recipe: demo."),
+        progress: bool = typer.Option(True, help="Show a progress bar."),
+    ) -> None:
+        st = state(ctx)
+        settings = st.settings
+        if preset is not None:
+            _run_preset(preset, settings, st, progress)
+            return
+        cfg = settings.distill
+        given = {k: v for k, v in dict(
+            teacher_mode=teacher_mode, loss=loss, kd_temperature=kd_temperature,
+            alpha_ce=alpha_ce, alpha_kd=alpha_kd, jsd_beta=jsd_beta, skew_alpha=skew_alpha,
+            hidden_weight=hidden_weight, attention_weight=attention_weight, top_k=top_k,
+            steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, seed=seed).items()
+            if v is not None}
+        from kdroute.distill.job import DistillJob
+
+        fields = {k: getattr(cfg, k) for k in (
+            "teacher_mode", "loss", "kd_temperature", "alpha_ce", "alpha_kd", "jsd_beta",
+            "skew_alpha", "hidden_weight", "attention_weight", "top_k", "steps", "batch_size",
+            "grad_accum", "lr", "warmup_steps", "max_grad_norm", "seed", "checkpoint_every",
+            "eval_every")} | given
+        teacher_dir = None if no_teacher or teacher_cache else _teacher_dir(teacher, settings)
+        job = DistillJob(
+            data=data or settings.path(cfg.data), output_dir=output or settings.path(cfg.output_dir),
+            teacher=teacher_dir, teacher_cache=teacher_cache, validation_data=validation_data,
+            student_init=student, student_layers=student_layers, student_width=student_width,
+            student_heads=student_heads, init_from_teacher=init_from_teacher,
+            max_length=max_length, resume=resume, cache_dir=settings.path("runs/teacher-cache"),
+            **fields)
+        if no_teacher:
+            job.alpha_kd = 0.0
+        _train(job, st, progress)
+
+
+def _teacher_dir(ref: str | None, settings) -> str:
+    ref = ref or settings.teacher.model
+    if ref.startswith("hf:"):
+        return str(settings.model_path(ref))
+    if Path(ref).is_dir():
+        return ref
+    raise InputError(f"teacher {ref!r} is not a local model directory: logit distillation needs "
+                     "the weights; generate answers with it and train on them with --no-teacher")
+
+
+def _train(job, st, progress: bool):
+    from kdroute.distill.train import train
+
+    job.check()
+    # Only the main process of an `accelerate launch` run writes to the ledger.
+    main = os.environ.get("RANK", "0") == "0"
+    store = st.store() if main else None
+    result = train(job, store=store, progress=progress)
+    if main:
+        console.print(f"saved {result.output_dir} ({result.params:,} parameters, {result.steps} "
+                      f"steps, {result.tokens_per_s:,.0f} tokens/s); run {result.run_id}")
+    return result
+
+
+def _run_preset(name: str, settings, st, progress: bool) -> None:
+    from kdroute.distill import presets
+
+    if name not in presets.PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(presets.PRESETS)}")
+    teacher = settings.model_path(settings.teacher.model)
+    student = settings.model_path(settings.student.model)
+    root = Path(settings.base_dir)
+    if not (teacher / "config.json").is_file():
+        console.print(f"training the demo teacher into {teacher}")
+        _train(presets.demo_teacher_job(root, teacher), st, progress)
+    console.print(f"distilling the demo student into {student}")
+    _train(presets.demo_student_job(root, teacher, student,
+                                    cache_dir=settings.path("runs/teacher-cache")), st, progress)

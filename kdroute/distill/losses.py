@@ -168,20 +168,32 @@ def _with_tail(log_top: torch.Tensor) -> torch.Tensor:
     return torch.cat([log_top, tail], dim=-1)
 
 
+def tail_log_prob(log_top: torch.Tensor) -> torch.Tensor:
+    """log of the mass outside the top k: (…, k) -> (…); computed in float32 before the top-k
+    log-probs are rounded for storage, since 1 − Σ of rounded values is mostly rounding error."""
+    return _with_tail(_f32(log_top))[..., -1]
+
+
 def topk_kd_loss(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor,
                  teacher_indices: torch.Tensor, labels: torch.Tensor, kind: str = "forward_kl",
-                 *, temperature: float = 1.0, beta: float = 0.5, alpha: float = 0.1,
+                 *, teacher_tail: torch.Tensor | None = None, temperature: float = 1.0,
+                 beta: float = 0.5, alpha: float = 0.1,
                  num_tokens: int | None = None) -> torch.Tensor:
     """Sparse KD loss against a cached teacher.
 
     student_logits (B, T, V); teacher_log_probs and teacher_indices (B, T, k) from `teacher_topk`
-    at the same τ; labels (B, T) -> scalar. Both distributions are collapsed onto the teacher's
-    k tokens plus one tail bucket for the rest of the mass, and compared there, so the loss
-    equals the dense one when k = V.
+    at the same τ; teacher_tail (B, T), optional, the stored `tail_log_prob` (else 1 − Σ top-k);
+    labels (B, T) -> scalar. Both distributions are collapsed onto the teacher's k tokens plus
+    one tail bucket for the rest of the mass, and compared there, so the loss equals the dense
+    one when k = V.
     """
     log_q_full = F.log_softmax(_f32(student_logits) / temperature, dim=-1)  # (B, T, V)
     log_q = _with_tail(log_q_full.gather(-1, teacher_indices.long()))  # (B, T, k+1)
-    log_p = _with_tail(_f32(teacher_log_probs))  # (B, T, k+1)
+    if teacher_tail is None:
+        log_p = _with_tail(_f32(teacher_log_probs))  # (B, T, k+1)
+    else:  # stored values were rounded: renormalise the k+1 buckets
+        log_p = torch.cat([_f32(teacher_log_probs), _f32(teacher_tail).unsqueeze(-1)], dim=-1)
+        log_p = log_p - log_p.logsumexp(-1, keepdim=True)
     per_token = divergence(log_p, log_q, kind, beta=beta, alpha=alpha)  # (B, T)
     return temperature ** 2 * _reduce(per_token, labels, num_tokens)
 
