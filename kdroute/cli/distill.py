@@ -107,9 +107,9 @@ def _teacher_dir(ref: str | None, settings) -> str:
 
 
 def _train(job, st, progress: bool):
+    job.check()  # bad input fails here, in one line, before torch is even imported
     from kdroute.distill.train import train
 
-    job.check()
     # Only the main process of an `accelerate launch` run writes to the ledger.
     main = os.environ.get("RANK", "0") == "0"
     store = st.store() if main else None

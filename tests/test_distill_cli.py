@@ -1,0 +1,55 @@
+"""`kdroute distill` refuses bad input in one line (exit 2) before any training starts."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from kdroute.tinymodels import save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    (root / "d.jsonl").write_text(json.dumps({"prompt": "What is 1 + 1?", "response": "2"}) + "\n")
+    save_tiny_model(root / "teacher", n_layer=1, n_embd=32, n_head=2)
+    other = save_tiny_model(root / "other-tok", n_layer=1, n_embd=32, n_head=2)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(other)
+    tok.add_tokens(["<extra>"])
+    tok.save_pretrained(other)
+    return root
+
+
+def distill(root, *args):
+    code = ("import sys, json\nfrom kdroute.cli import main\nsys.argv = ['kdroute', 'distill', "
+            "*json.loads(sys.argv.pop(1))]\ntry:\n    main()\nfinally:\n"
+            "    print('TORCH' if 'torch' in sys.modules else 'LIGHT', file=sys.stderr)")
+    base = ["--data", str(root / "d.jsonl"), "--teacher", str(root / "teacher"),
+            "-o", str(root / "out"), "--steps", "1", "--no-progress"]
+    return subprocess.run([sys.executable, "-c", code, json.dumps([*base, *args])],
+                          capture_output=True, text=True, cwd=root)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--loss", "kl_div"], "unknown loss 'kl_div'"),
+    (["--jsd-beta", "1.5"], "jsd_beta must be in [0, 1]"),
+    (["--skew-alpha", "-0.1"], "skew_alpha must be in [0, 1]"),
+    (["--data", "missing.jsonl"], "missing.jsonl: training data not found"),
+    (["--teacher", "no-such-dir"], "is not a local model directory"),
+    (["--teacher-mode", "cached", "--hidden-weight", "1"], "need a live local teacher"),
+])
+def test_bad_input_is_one_line_before_torch_is_imported(pair, args, message):
+    proc = distill(pair, *args)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and lines[-1] == "LIGHT", proc.stderr
+    assert lines[0].startswith("error: ") and message in lines[0] and len(lines) == 2
+
+
+def test_incompatible_tokenizers_are_refused_with_the_way_out(pair):
+    proc = distill(pair, "--student", str(pair / "other-tok"))
+    assert proc.returncode == 2, proc.stderr
+    assert "tokenizers differ" in proc.stderr and "teacher_mode = sequence" in proc.stderr
+    assert not (pair / "out").exists()
