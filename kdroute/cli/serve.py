@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from kdroute.gateway.app import check_bind, create_app, read_api_keys
+        from kdroute.gateway.server import NoDelayHTTPProtocol
 
         check_bind(settings, read_api_keys(settings))
         banner = (f"kdroute gateway on http://{gateway.host}:{gateway.port}/v1 (teacher "
@@ -61,7 +62,8 @@ def register(app: typer.Typer) -> None:
         if gateway.workers == 1:
             app = create_app(settings)  # configuration errors stop here, before binding
             console.print(banner, highlight=False)
-            uvicorn.run(app, host=gateway.host, port=gateway.port, log_level=log_level)
+            uvicorn.run(app, host=gateway.host, port=gateway.port, log_level=log_level,
+                        http=NoDelayHTTPProtocol)
             return
         create_app(settings)  # fail fast in the parent: the workers would only fail one by one
         console.print(banner, highlight=False)
@@ -73,4 +75,5 @@ def register(app: typer.Typer) -> None:
                 os.environ[f"KDROUTE_GATEWAY_{key.upper()}"] = str(value).lower() \
                     if isinstance(value, bool) else str(value)
         uvicorn.run("kdroute.gateway.app:app_from_env", factory=True, host=gateway.host,
-                    port=gateway.port, workers=gateway.workers, log_level=log_level)
+                    port=gateway.port, workers=gateway.workers, log_level=log_level,
+                    http=NoDelayHTTPProtocol)
