@@ -27,7 +27,9 @@ class Scorer:
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def fit(self, texts: Sequence[str], labels: np.ndarray) -> Scorer:
+    def fit(self, texts: Sequence[str], labels: np.ndarray,
+            groups: Sequence[str] | None = None) -> Scorer:
+        """Learn from N texts, their 0/1 labels and (optionally) the task each came from."""
         return self
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
@@ -93,6 +95,11 @@ class RandomScorer(Scorer):
 REGISTRY: dict[str, str] = {
     "heuristic": "kdroute.route.scorers:HeuristicScorer",
     "random": "kdroute.route.scorers:RandomScorer",
+    "embedding": "kdroute.route.learned:EmbeddingScorer",
+    "tfidf": "kdroute.route.learned:TfidfScorer",
+    "knn": "kdroute.route.learned:KnnScorer",
+    "task_prior": "kdroute.route.learned:TaskPriorScorer",
+    "ensemble": "kdroute.route.ensemble:EnsembleScorer",
 }
 # Scores that need the true labels: computed by `kdroute route eval`, never used to route.
 EVAL_ONLY = ("random", "oracle")

@@ -1,0 +1,244 @@
+"""Learned scorers: features of the flattened conversation + a linear head (or neighbours).
+
+- `embedding`: all-MiniLM-L6-v2 sentence embedding -> logistic regression (the issue's default).
+- `tfidf`: character 2-4-gram TF-IDF (feature hashing, so no vocabulary is stored) plus the lexical
+  features -> logistic regression. Sub-millisecond per prompt: the fast learned scorer.
+- `knn`: similarity-weighted label rate of the k nearest training prompts in embedding space.
+- `task_prior`: infers the task/subject a prompt belongs to from its text (a classifier over the
+  embedding) and returns that task's smoothed label rate; needs `groups` when fitted.
+- `ensemble` (in `ensemble.py`): a stacked combination of the above.
+
+sklearn fits the heads; scoring is plain numpy on the stored arrays, so an artifact loads without
+pickle and without importing sklearn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from kdroute.errors import InputError
+from kdroute.route.features import LEXICAL_NAMES, lexical_matrix
+from kdroute.route.scorers import Scorer, sigmoid
+
+
+def check_labels(labels: np.ndarray, n: int) -> np.ndarray:
+    y = np.asarray(labels).astype(int)
+    if y.shape != (n,) or n == 0:
+        raise InputError("no training data: need one label per prompt and at least one prompt")
+    if y.sum() == 0:
+        raise InputError("no positive labels: the student never needs the teacher on this data "
+                         "(try another label rule)")
+    if y.sum() == n:
+        raise InputError("no negative labels: every prompt needs the teacher on this data")
+    return y
+
+
+def fit_logistic(x, y: np.ndarray, c: float, weights: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, float]:
+    """(F,) weights and bias of an L2 logistic regression (sklearn lbfgs)."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = LogisticRegression(C=c, max_iter=3000)
+    model.fit(x, y, sample_weight=weights)
+    return model.coef_[0].astype(np.float64), float(model.intercept_[0])
+
+
+class _Standardizer:
+    """Mean/std scaling of dense features, stored as two arrays."""
+
+    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None):
+        self.mean, self.std = mean, std
+
+    def fit(self, x: np.ndarray) -> _Standardizer:
+        self.mean = x.mean(0)
+        self.std = np.where(x.std(0) > 1e-9, x.std(0), 1.0)
+        return self
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean) / self.std
+
+
+class EmbeddingScorer(Scorer):
+    """MiniLM sentence embedding -> logistic regression."""
+
+    name = "embedding"
+    needs_training = True
+
+    def __init__(self, c: float = 0.1, max_length: int = 256):
+        self.c, self.max_length = float(c), int(max_length)
+        self.w: np.ndarray | None = None
+        self.b = 0.0
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        from kdroute.route.embed import get_encoder
+
+        return get_encoder(self.max_length).encode(list(texts)).astype(np.float64)  # (N, 384)
+
+    def fit(self, texts, labels, groups=None) -> EmbeddingScorer:
+        y = check_labels(labels, len(texts))
+        self.w, self.b = fit_logistic(self.embed(texts), y, self.c)
+        return self
+
+    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return sigmoid(self.embed(texts) @ self.w + self.b)
+
+    def state(self):
+        return {"c": self.c, "max_length": self.max_length, "b": self.b}, {"w": self.w}
+
+    @classmethod
+    def from_state(cls, params, arrays):
+        obj = cls(params["c"], params["max_length"])
+        obj.w, obj.b = arrays["w"], float(params["b"])
+        return obj
+
+
+class TfidfScorer(Scorer):
+    """Hashed character n-gram TF-IDF + standardized lexical features -> logistic regression."""
+
+    name = "tfidf"
+    needs_training = True
+
+    def __init__(self, c: float = 1.0, n_features: int = 2**18, ngram_min: int = 2,
+                 ngram_max: int = 4, lexical_weight: float = 0.1):
+        self.c, self.n_features = float(c), int(n_features)
+        self.ngram = (int(ngram_min), int(ngram_max))
+        self.lexical_weight = float(lexical_weight)
+        self.idf: np.ndarray | None = None
+        self.scaler = _Standardizer()
+        self.w: np.ndarray | None = None
+        self.b = 0.0
+
+    def _counts(self, texts: Sequence[str]):
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        vec = HashingVectorizer(analyzer="char_wb", ngram_range=self.ngram,
+                                n_features=self.n_features, alternate_sign=False, norm=None)
+        return vec.transform(texts)  # (N, n_features) sparse term counts
+
+    def features(self, texts: Sequence[str]):
+        from scipy.sparse import csr_matrix, hstack
+        from sklearn.preprocessing import normalize
+
+        counts = self._counts(texts).tocsr()
+        counts.data = 1.0 + np.log(counts.data)  # sublinear tf
+        tfidf = normalize(counts.multiply(self.idf).tocsr())
+        lex = self.scaler(lexical_matrix(texts)) * self.lexical_weight
+        return hstack([tfidf, csr_matrix(lex)]).tocsr()  # (N, n_features + len(LEXICAL_NAMES))
+
+    def fit(self, texts, labels, groups=None) -> TfidfScorer:
+        y = check_labels(labels, len(texts))
+        df = np.bincount(self._counts(texts).tocsc().indices, minlength=self.n_features)
+        n = len(texts)
+        self.idf = np.log((1 + n) / (1 + df)) + 1.0  # sklearn's smooth idf
+        self.scaler.fit(lexical_matrix(texts))
+        self.w, self.b = fit_logistic(self.features(texts), y, self.c)
+        return self
+
+    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return sigmoid(self.features(texts) @ self.w + self.b)
+
+    def state(self):
+        params = {"c": self.c, "n_features": self.n_features, "ngram_min": self.ngram[0],
+                  "ngram_max": self.ngram[1], "lexical_weight": self.lexical_weight, "b": self.b}
+        return params, {"idf": self.idf.astype(np.float32), "w": self.w.astype(np.float32),
+                        "mean": self.scaler.mean, "std": self.scaler.std}
+
+    @classmethod
+    def from_state(cls, params, arrays):
+        params = dict(params)
+        b = float(params.pop("b"))
+        obj = cls(**params)
+        obj.idf, obj.w, obj.b = arrays["idf"].astype(np.float64), arrays["w"].astype(np.float64), b
+        obj.scaler = _Standardizer(arrays["mean"], arrays["std"])
+        if len(obj.scaler.mean) != len(LEXICAL_NAMES):
+            raise InputError("the tfidf router was saved by another kdroute version; retrain it")
+        return obj
+
+
+class KnnScorer(Scorer):
+    """Similarity-weighted label rate of the k nearest training prompts (cosine, embeddings)."""
+
+    name = "knn"
+    needs_training = True
+
+    def __init__(self, k: int = 100, max_length: int = 256):
+        self.k, self.max_length = int(k), int(max_length)
+        self.keys: np.ndarray | None = None  # (M, 384) float16 unit vectors
+        self.values: np.ndarray | None = None  # (M,)
+
+    def fit(self, texts, labels, groups=None) -> KnnScorer:
+        y = check_labels(labels, len(texts))
+        self.keys = EmbeddingScorer.embed(self, texts).astype(np.float16)
+        self.values = y.astype(np.float32)
+        return self
+
+    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        q = EmbeddingScorer.embed(self, texts).astype(np.float32)  # (N, 384)
+        sims = q @ self.keys.astype(np.float32).T  # (N, M)
+        k = min(self.k, sims.shape[1])
+        top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (N, k)
+        w = np.maximum(np.take_along_axis(sims, top, 1), 1e-3)
+        return (w * self.values[top]).sum(1) / w.sum(1)
+
+    def state(self):
+        return {"k": self.k, "max_length": self.max_length}, {"keys": self.keys,
+                                                              "values": self.values}
+
+    @classmethod
+    def from_state(cls, params, arrays):
+        obj = cls(**params)
+        obj.keys, obj.values = arrays["keys"], arrays["values"]
+        return obj
+
+
+class TaskPriorScorer(Scorer):
+    """Which task/subject is this prompt from (inferred from its text), and how often does that
+    task need the teacher? Score = sum over tasks of P(task | text) * smoothed label rate."""
+
+    name = "task_prior"
+    needs_training = True
+
+    def __init__(self, c: float = 10.0, smoothing: float = 5.0, max_length: int = 256):
+        self.c, self.smoothing, self.max_length = float(c), float(smoothing), int(max_length)
+        self.w: np.ndarray | None = None  # (384, G)
+        self.b: np.ndarray | None = None  # (G,)
+        self.prior: np.ndarray | None = None  # (G,)
+
+    def fit(self, texts, labels, groups=None) -> TaskPriorScorer:
+        from sklearn.linear_model import LogisticRegression
+
+        y = check_labels(labels, len(texts))
+        names, g = np.unique(np.asarray(groups if groups is not None else [""] * len(y)),
+                             return_inverse=True)
+        rate = y.mean()
+        counts = np.bincount(g, minlength=len(names))
+        self.prior = (np.bincount(g, weights=y, minlength=len(names)) + self.smoothing * rate) / (
+            counts + self.smoothing)
+        if len(names) == 1:  # one task: the prior is a constant
+            self.w, self.b = np.zeros((0, 1)), np.zeros(1)
+            return self
+        model = LogisticRegression(C=self.c, max_iter=3000).fit(EmbeddingScorer.embed(self, texts), g)
+        coef, icpt = model.coef_, model.intercept_
+        if len(names) == 2:  # sklearn's binary form: one row for class 1
+            coef, icpt = np.vstack([-coef / 2, coef / 2]), np.array([-icpt[0] / 2, icpt[0] / 2])
+        self.w, self.b = coef.T.astype(np.float64), icpt.astype(np.float64)
+        return self
+
+    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self.w.shape[0] == 0:
+            return np.full(len(texts), float(self.prior[0]))
+        logits = EmbeddingScorer.embed(self, texts) @ self.w + self.b  # (N, G)
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        return (p / p.sum(1, keepdims=True)) @ self.prior
+
+    def state(self):
+        return ({"c": self.c, "smoothing": self.smoothing, "max_length": self.max_length},
+                {"w": self.w, "b": self.b, "prior": self.prior})
+
+    @classmethod
+    def from_state(cls, params, arrays):
+        obj = cls(**params)
+        obj.w, obj.b, obj.prior = arrays["w"], arrays["b"], arrays["prior"]
+        return obj

@@ -1,0 +1,88 @@
+"""`kdroute route score`: the router's score for every row of a CSV/JSONL file, in order."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kdroute.errors import InputError
+
+if TYPE_CHECKING:
+    from kdroute.config import Settings
+
+CHUNK = 256
+
+
+def _read(path: Path) -> tuple[list[dict], list[str]]:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows = []
+        with path.open(encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(f"{path}:{n}: invalid JSON: {exc.msg}") from None
+                if not isinstance(row, dict):
+                    raise InputError(f"{path}:{n}: each line must be a JSON object")
+                rows.append(row)
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    elif suffix == ".csv":
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+    else:
+        raise InputError(f"{path}: unsupported file type (use .csv or .jsonl)")
+    if not rows:
+        raise InputError(f"{path}: no rows (the file is empty)")
+    return rows, columns
+
+
+def _conversation(row: dict, path: Path, n: int):
+    if isinstance(row.get("messages"), list):
+        return row["messages"]
+    if "prompt" in row and row["prompt"] is not None:
+        return str(row["prompt"])
+    raise InputError(f"{path}: row {n} has no 'prompt' (or 'messages') field")
+
+
+def score_file(settings: Settings, router_path: Path | None, input_path: Path,
+               output_path: Path) -> tuple[int, str]:
+    """Write input rows plus `score` and `route`; returns (rows, router version)."""
+    from kdroute.route import Router, load_router, router_from_artifact
+    from kdroute.route.artifact import load_artifact
+
+    rows, columns = _read(Path(input_path))
+    conversations = [_conversation(r, input_path, i + 1) for i, r in enumerate(rows)]
+    router: Router = (router_from_artifact(load_artifact(router_path), 0) if router_path
+                      else load_router(settings))
+    scores: list[float] = []
+    for start in range(0, len(conversations), CHUNK):
+        scores += router.score(conversations[start:start + CHUNK])
+    for row, s in zip(rows, scores, strict=True):
+        row["score"] = s
+        row["route"] = "teacher" if s >= router.threshold else "student"
+    output_path = Path(output_path)
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    if output_path.suffix.lower() == ".jsonl":
+        with output_path.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                fh.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    elif output_path.suffix.lower() == ".csv":
+        fields = [c for c in columns if c not in ("score", "route")] + ["score", "route"]
+        with output_path.open("w", encoding="utf-8", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: (json.dumps(v) if isinstance(v, list | dict) else v)
+                                 for k, v in row.items()})
+    else:
+        raise InputError(f"{output_path}: unsupported output type (use .csv or .jsonl)")
+    return len(rows), router.version
