@@ -1,7 +1,7 @@
 """Learned scorers: features of the flattened conversation + a linear head (or neighbours).
 
 - `embedding`: all-MiniLM-L6-v2 sentence embedding -> logistic regression (the issue's default).
-- `tfidf`: character 2-4-gram TF-IDF (feature hashing, so no vocabulary is stored) plus the lexical
+- `tfidf`: character 1-3-gram TF-IDF (feature hashing, so no vocabulary is stored) plus the lexical
   features -> logistic regression. Sub-millisecond per prompt: the fast learned scorer.
 - `knn`: similarity-weighted label rate of the k nearest training prompts in embedding space.
 - `task_prior`: infers the task/subject a prompt belongs to from its text (a classifier over the
@@ -100,8 +100,8 @@ class TfidfScorer(Scorer):
     name = "tfidf"
     needs_training = True
 
-    def __init__(self, c: float = 1.0, n_features: int = 2**18, ngram_min: int = 2,
-                 ngram_max: int = 4, lexical_weight: float = 0.1):
+    def __init__(self, c: float = 0.3, n_features: int = 2**18, ngram_min: int = 1,
+                 ngram_max: int = 3, lexical_weight: float = 0.1):
         self.c, self.n_features = float(c), int(n_features)
         self.ngram = (int(ngram_min), int(ngram_max))
         self.lexical_weight = float(lexical_weight)
