@@ -123,6 +123,12 @@ def test_second_run_reuses_the_cached_teacher_and_gates(world, monkeypatch, caps
                            "--gate", "--min-retention", "1.0", "--no-speed",
                            monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0 and "PASS" in out, out
+    # that run holds the same model twice under one cache key; the cache still yields one copy
+    from kdroute.bench import run_bench
+
+    result = run_bench(load_config(config), tasks=["kdroute_mc"], measure_speed=False)
+    assert result.models["teacher"].cached_tasks == ["kdroute_mc"]
+    assert len(result.models["teacher"].samples) == LIMIT
 
 
 def test_no_cache_evaluates_the_teacher_again(world, eval_calls):

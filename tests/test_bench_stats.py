@@ -74,9 +74,11 @@ def test_cache_key_depends_on_every_component():
                 cache_key("fp", TaskInfo("kdroute_sort", "1.0", "generate_until", None, 300),
                           "0.4.13", 0, 10),
                 cache_key("fp", task, "0.4.14", 0, 10), cache_key("fp", task, "0.4.13", 1, 10),
-                cache_key("fp", task, "0.4.13", 0, None)]
+                cache_key("fp", task, "0.4.13", 0, None),
+                cache_key("fp", TaskInfo("kdroute_arith", "1.0", "generate_until", None, 300,
+                                         docs_hash="edited"), "0.4.13", 0, 10)]
     assert base == cache_key("fp", task, "0.4.13", 0, 10)
-    assert len({base, *variants}) == 7
+    assert len({base, *variants}) == 8
 
 
 def test_chat_messages_lose_the_qa_wrapper_only():
@@ -95,7 +97,8 @@ def test_task_yamls_load_with_the_shared_prompt_format():
     assert [t.name for t in tasks] == ["kdroute_arith", "kdroute_reverse", "kdroute_sort",
                                        "kdroute_count", "kdroute_lookup", "kdroute_mc"]
     assert {t.output_type for t in tasks} == {"generate_until", "multiple_choice"}
-    assert all(t.n_docs == 300 and t.version == "1.0" for t in tasks)
+    assert all(t.n_docs == 300 and t.version in ("1.0", "2.0") for t in tasks)
+    assert len({t.docs_hash for t in tasks}) == len(tasks)
     assert tasks[-1].chance == pytest.approx(0.25) and tasks[0].chance is None
     # every prompt is exactly the tiny models' training format; targets are the responses
     for task in manager.load(["kdroute_arith", "kdroute_mc"])["tasks"].values():

@@ -3,6 +3,8 @@ lm-eval's output into ledger rows. Nothing else in kdroute imports lm_eval."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import re
@@ -28,6 +30,7 @@ class TaskInfo:
     chance: float | None  # expected score of a uniform guess (multiple choice), else None
     n_docs: int
     prompts: tuple[str, ...] = ()  # the first few zero-shot prompts (for the speed test)
+    docs_hash: str = ""  # of the evaluation docs: edited data never reuses stale cached results
 
     @property
     def needs_loglikelihood(self) -> bool:
@@ -86,7 +89,11 @@ def _info(name: str, task) -> TaskInfo:
         chance = sum(1 / len(task.doc_to_choice(d)) for d in docs) / len(docs)
     prompts = () if task.OUTPUT_TYPE in LOGLIKELIHOOD_TYPES else tuple(
         str(task.doc_to_text(d)) for d in docs[:SPEED_PROMPTS_PER_TASK])
-    return TaskInfo(name, str(version), task.OUTPUT_TYPE, chance, len(docs), prompts)
+    digest = hashlib.sha256()
+    for doc in docs:
+        digest.update(json.dumps(doc, sort_keys=True, default=str).encode())
+    return TaskInfo(name, str(version), task.OUTPUT_TYPE, chance, len(docs), prompts,
+                    digest.hexdigest()[:16])
 
 
 def evaluate(spec: ModelSpec, tasks: list[TaskInfo], manager, *, limit: int | None,
@@ -104,7 +111,7 @@ def evaluate(spec: ModelSpec, tasks: list[TaskInfo], manager, *, limit: int | No
             batch_size=batch_size if spec.kind == "hf" else 1, device=device, limit=limit,
             log_samples=True, task_manager=manager, apply_chat_template=spec.is_chat_endpoint,
             bootstrap_iters=1000, verbosity="ERROR")
-    except (OSError, ValueError, RuntimeError, KeyError, NotImplementedError) as exc:
+    except Exception as exc:  # lm-eval and the back ends raise many types; report one line
         raise BackendError(f"{spec.role} model {spec.label} failed in lm-eval: "
                            f"{_one_line(exc)}") from None
     if out is None:  # only on non-zero ranks of a distributed run

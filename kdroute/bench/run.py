@@ -204,8 +204,10 @@ def _bench(store: Store, run_id: str, specs: dict[str, ModelSpec], opts: Options
 
 def cache_key(fingerprint: str, task: harness.TaskInfo, version: str, num_fewshot: int,
               limit: int | None) -> str:
-    """The teacher cache key: model, task name and version, lm-eval version, few-shot, limit."""
-    parts = [fingerprint, task.name, task.version, version, str(num_fewshot), str(limit)]
+    """The teacher cache key: model, task name, version and data, lm-eval version, few-shot,
+    limit."""
+    parts = [fingerprint, task.name, task.version, task.docs_hash, version, str(num_fewshot),
+             str(limit)]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
@@ -224,7 +226,7 @@ def _score_model(store: Store, spec: ModelSpec, tasks: list[harness.TaskInfo], m
         if cached is None:
             todo.append(task)
             continue
-        rows, samples = cached
+        rows, samples = _one_role(*cached)
         result.results += [_strip(r, spec.role) for r in rows]
         result.samples += [_strip(s, spec.role) for s in samples]
         result.cached_tasks.append(task.name)
@@ -246,6 +248,14 @@ def _score_model(store: Store, spec: ModelSpec, tasks: list[harness.TaskInfo], m
         if task.name not in result.skipped:
             result.primary[task.name] = _primary_from_rows(result.results, task.name)
     return result
+
+
+def _one_role(rows: list[dict], samples: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A cached run may hold the same model twice (student == teacher): keep one copy,
+    the teacher's if there is one."""
+    roles = {r["role"] for r in rows}
+    keep = "teacher" if "teacher" in roles else min(roles, default=None)
+    return ([r for r in rows if r["role"] == keep], [s for s in samples if s["role"] == keep])
 
 
 def _strip(row: dict, role: str) -> dict:

@@ -115,11 +115,10 @@ def register(app: typer.Typer) -> None:
         with st.store() as store:
             result = run_bench(
                 settings, store, **models, tasks=_csv(tasks),
-                include_path=settings.path(include_path) if include_path else None,
+                include_path=include_path, output_dir=output_dir,  # flags: relative to cwd
                 limit=limit, num_fewshot=num_fewshot, batch_size=batch_size, device=device,
                 min_retention=min_retention, gate_on=gate_on, use_cache=not no_cache,
                 measure_speed=not no_speed, speed_prompts=speed_prompts,
-                output_dir=settings.path(output_dir) if output_dir else None,
                 progress=lambda msg: err_console.print(f"[dim]{msg}[/]"))
         for table in tables(result):
             console.print(table)
