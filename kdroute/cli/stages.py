@@ -27,6 +27,22 @@ def register(app: typer.Typer) -> None:
         _not_built("dashboard")
 
     @app.command("demo")
-    def demo() -> None:
-        """Run the whole pipeline on the embedded default (tiny local models)."""
-        _not_built("demo")
+    def demo(
+        ctx: typer.Context,
+        bench_limit: int = typer.Option(60, min=1, help="Items per skill-suite task to bench."),
+        requests: int = typer.Option(120, min=1, help="Chat requests sent through the gateway."),
+        retrain: bool = typer.Option(False, "--retrain",
+                                     help="Distill the student again even if it exists."),
+    ) -> None:
+        """Run the whole pipeline on the embedded default (tiny local models).
+
+        Distills the demo student from the committed demo teacher (if not there yet), benches it
+        against the teacher, trains a router on the paired results, serves the gateway on a free
+        loopback port, sends it chat traffic and prints the savings and quality from the ledger.
+        """
+        from kdroute.cli.common import state
+        from kdroute.demo import DemoOptions, run_demo
+
+        st = state(ctx)
+        run_demo(st.settings, st.config_path,
+                 DemoOptions(bench_limit=bench_limit, requests=requests, retrain_student=retrain))
