@@ -15,7 +15,7 @@ from kdroute.route.artifact import Artifact, load_artifact, save_artifact
 from kdroute.route.scorers import build_scorer
 from tests.test_route_train import synthetic_pairs, write_csv
 
-LEARNED = ("tfidf", "embedding", "knn", "task_prior", "ensemble")
+LEARNED = ("tfidf", "tfidf_words", "embedding", "knn", "task_prior", "ensemble", "ensemble_words")
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,22 @@ class HeuristicScorer(Scorer):
         return {"weights": self.weights, "bias": self.bias}, {}
 
 
+class LengthScorer(Scorer):
+    """The prompt's length alone (longer = harder): a strong baseline on math word problems."""
+
+    name = "length"
+
+    def __init__(self, center: float = 5.5):
+        self.center = float(center)
+
+    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return sigmoid(np.log1p(np.array([len(t) for t in texts], dtype=np.float64))
+                       - self.center)
+
+    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
+        return {"center": self.center}, {}
+
+
 class RandomScorer(Scorer):
     """Evaluation baseline: a uniform score derived from a hash of the text (reproducible)."""
 
@@ -94,12 +110,15 @@ class RandomScorer(Scorer):
 # name -> "module:Class"; learned scorers live in modules that import sklearn/torch themselves.
 REGISTRY: dict[str, str] = {
     "heuristic": "kdroute.route.scorers:HeuristicScorer",
+    "length": "kdroute.route.scorers:LengthScorer",
     "random": "kdroute.route.scorers:RandomScorer",
     "embedding": "kdroute.route.learned:EmbeddingScorer",
     "tfidf": "kdroute.route.learned:TfidfScorer",
+    "tfidf_words": "kdroute.route.learned:TfidfWordsScorer",
     "knn": "kdroute.route.learned:KnnScorer",
     "task_prior": "kdroute.route.learned:TaskPriorScorer",
     "ensemble": "kdroute.route.ensemble:EnsembleScorer",
+    "ensemble_words": "kdroute.route.ensemble:EnsembleWordsScorer",
 }
 # Scores that need the true labels: computed by `kdroute route eval`, never used to route.
 EVAL_ONLY = ("random", "oracle")
