@@ -172,7 +172,7 @@ def score(ctx: typer.Context,
 def eval_(ctx: typer.Context, data: list[Path] = DataOpt, exclude: list[Path] = ExcludeOpt,
           teacher: str = TeacherOpt, student: str = StudentOpt, run: list[str] = RunOpt,
           task: list[str] = TaskOpt,
-          scorers: str = typer.Option("heuristic,tfidf,embedding", help="Comma-separated "
+          scorers: str = typer.Option("heuristic,tfidf,embedding,ensemble", help="Comma-separated "
                                       "scorers, cross-validated on the data."),
           router: list[Path] = typer.Option(None, "--router", "-r",
                                             help="Trained artifacts to evaluate as they are."),
