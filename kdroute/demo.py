@@ -3,7 +3,7 @@
 1. distill the demo student from the committed demo teacher (`kdroute distill --preset demo`),
 2. bench it against the teacher on the skill suite (`kdroute bench`),
 3. train a router on the paired bench samples (`kdroute route train`),
-4. serve the gateway with that router and send it chat traffic from the skill suite's test split,
+4. serve the gateway with that router and send it chat traffic from the skill suite's validation split,
 5. print what routing saved against "always teacher", and where quality stood, from the ledger.
 
 Stages run as subprocesses of `python -m kdroute`, so what the demo shows is exactly what a user
@@ -80,8 +80,9 @@ def _latest_run(settings: Settings, kind: str) -> str:
 
 
 def _traffic(root: Path, n: int, seed: int) -> list[dict]:
-    """A shuffled sample of the skill suite's test split: chat prompts with known answers."""
-    rows = [json.loads(line) for line in (root / "evalsets/data/test.jsonl").open()]
+    """A shuffled sample of the skill suite's validation split: chat prompts with known answers
+    that the router never saw (it is trained on the bench samples, i.e. the test split)."""
+    rows = [json.loads(line) for line in (root / "evalsets/data/validation.jsonl").open()]
     rows = [r for r in rows if r["family"] != "mc"]  # multiple choice is scored by likelihood
     random.Random(seed).shuffle(rows)
     return rows[:n]
