@@ -6,12 +6,12 @@ exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdroute.errors import InputError
+from kdroute.jsonl import iter_jsonl
 
 if TYPE_CHECKING:
     import torch
@@ -33,18 +33,10 @@ def read_pairs(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise InputError(f"{path}: training data not found (a JSONL file of prompt/response rows)")
     rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{number}: not JSON: {exc.msg}") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) \
-                    or not isinstance(row.get("response"), str):
-                raise InputError(f"{path}:{number}: each row needs string fields prompt and response")
-            rows.append(row)
+    for number, row in iter_jsonl(path):
+        if not isinstance(row.get("prompt"), str) or not isinstance(row.get("response"), str):
+            raise InputError(f"{path}:{number}: each row needs string fields prompt and response")
+        rows.append(row)
     if not rows:
         raise InputError(f"{path}: no rows")
     return rows

@@ -9,7 +9,6 @@ Two sources give the same `RoutingData`:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kdroute.errors import InputError
+from kdroute.jsonl import iter_jsonl
 
 LABEL_RULES = ("teacher_right_student_wrong", "student_wrong", "score_gap")
 RESPONSE_SUFFIX = "_response"
@@ -97,15 +97,7 @@ def _read_rows(path: Path) -> list[dict]:
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     if path.suffix.lower() == ".jsonl":
-        rows = []
-        with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise InputError(f"{path}:{n}: invalid JSON: {exc.msg}") from None
-        return rows
+        return [row for _, row in iter_jsonl(path)]
     if path.suffix.lower() == ".csv":
         import pandas as pd
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdroute.errors import InputError
+from kdroute.jsonl import iter_jsonl
 
 if TYPE_CHECKING:
     from kdroute.config import Settings
@@ -20,18 +21,7 @@ def _read(path: Path) -> tuple[list[dict], list[str]]:
         raise InputError(f"{path}: file not found")
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        rows = []
-        with path.open(encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{path}:{n}: invalid JSON: {exc.msg}") from None
-                if not isinstance(row, dict):
-                    raise InputError(f"{path}:{n}: each line must be a JSON object")
-                rows.append(row)
+        rows = [row for _, row in iter_jsonl(path)]
         columns = list(dict.fromkeys(k for r in rows for k in r))
     elif suffix == ".csv":
         with path.open(encoding="utf-8", newline="") as fh:
