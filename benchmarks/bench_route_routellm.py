@@ -63,14 +63,14 @@ def warm_embeddings(prompts: list[str]) -> None:
     np.save(path, vectors)
 
 
-def quality(data, repeats: int, scorers) -> dict:
+def quality(data, repeats: int, scorers, rule: str, baselines: bool = True) -> dict:
     from kdroute.route.data import make_labels
     from kdroute.route.evaluate import scorer_scores
     from kdroute.route.train import fold_metrics, folds_of
 
-    labels = make_labels(data.q_student, data.q_teacher)
+    labels = make_labels(data.q_student, data.q_teacher, rule)
     out: dict[str, dict] = {}
-    for name in [*scorers, "random", "oracle"]:
+    for name in [*scorers, *(("random", "oracle") if baselines else ())]:
         if name == "task_prior" and len(set(data.groups)) == 1:
             continue  # one task: nothing to infer
         t0 = time.perf_counter()
@@ -132,6 +132,9 @@ def main(argv=None) -> None:
     parser.add_argument("--scorers", default=",".join(SCORERS))
     parser.add_argument("--sets", default="gsm8k,mmlu", help="data sets to evaluate")
     parser.add_argument("--no-write", action="store_true", help="print only (development)")
+    parser.add_argument("--binary-scorers", default="tfidf,embedding,ensemble,ensemble_words",
+                        help="scorers also trained on the binary label (teacher right and "
+                             "student wrong), for comparison with the configured rule")
     parser.add_argument("--latency", default="heuristic,tfidf,embedding",
                         help="scorers to time; the first is the gateway's default")
     args = parser.parse_args(argv)
@@ -140,13 +143,19 @@ def main(argv=None) -> None:
     warm_embeddings([p for d in sets.values() for p in d.prompts])
     wanted = args.sets.split(",")
     repeats = dict(zip(wanted, map(int, args.repeats.split(",")), strict=True))
-    figures: dict = {"folds": 5, "repeats": repeats, "published_routellm_best": PUBLISHED}
+    rule = load_config(None, env={}).router.label_rule
+    binary = [s for s in args.binary_scorers.split(",") if s]
+    figures: dict = {"folds": 5, "repeats": repeats, "published_routellm_best": PUBLISHED,
+                     "label_rule": rule}
     for name, data in sets.items():
         if name not in wanted:
             continue
         print(f"{name}: {len(data)} prompts, teacher {data.q_teacher.mean():.3f}, student "
               f"{data.q_student.mean():.3f}", flush=True)
-        res = quality(data, repeats[name], scorers)
+        res = quality(data, repeats[name], scorers, rule)
+        if binary and rule != "teacher_right_student_wrong":
+            print(f"{name}, binary labels (teacher right and student wrong):", flush=True)
+            ablation = quality(data, repeats[name], binary, "teacher_right_student_wrong", False)
         learned = {k: v for k, v in res.items() if k not in ("random", "oracle")}
         best = max(learned, key=lambda k: learned[k]["apgr"])
         figures[name] = res | {"n": len(data), "best": best,
@@ -154,6 +163,9 @@ def main(argv=None) -> None:
                                "target_met": learned[best]["apgr"] >= TARGETS[name],
                                "best_vs_published": round(learned[best]["apgr"]
                                                           / PUBLISHED[name]["apgr"], 4)}
+        if binary and rule != "teacher_right_student_wrong":
+            figures[name]["binary_label_rule"] = {
+                k: {m: v[m] for m in ("apgr", "cpt50", "cpt80")} for k, v in ablation.items()}
     default = load_config(None, env={}).router.scorer
     timed = [default] + [s for s in args.latency.split(",") if s and s != default]
     both = sets["gsm8k"].concat([sets["gsm8k"], sets["mmlu"]])

@@ -10,8 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from kdroute.cli import app
+from kdroute.errors import InputError
 from kdroute.route import Router
 from kdroute.route.artifact import Artifact, load_artifact, save_artifact
+from kdroute.route.data import make_labels
+from kdroute.route.learned import check_labels, fit_logistic
 from kdroute.route.scorers import build_scorer
 from tests.test_route_train import synthetic_pairs, write_csv
 
@@ -62,3 +65,48 @@ def test_eval_compares_scorers_with_random_and_oracle(tmp_path):
     assert s["tfidf"]["apgr_lo"] <= s["tfidf"]["apgr_hi"]
     assert "apgr_cost" in s["tfidf"]  # config prices make the student not free
     assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_expected_gain_labels_are_soft_and_order_the_outcomes():
+    qs, qt = np.array([0, 1, 1, 0, 0.25]), np.array([1, 0, 1, 0, 0.75])
+    y = make_labels(qs, qt, "expected_gain")
+    assert y.tolist() == [1.0, 0.0, 0.5, 0.5, 0.75]
+    assert make_labels(qs, qt).tolist() == [1, 0, 0, 0, 1]  # the binary rule ignores the sign
+
+
+def test_soft_logistic_equals_the_plain_fit_on_binary_labels():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5))
+    y = (x[:, 0] + rng.normal(size=200) > 0).astype(int)
+    w, b = fit_logistic(x, y, 0.5)
+    plain = LogisticRegression(C=0.5, max_iter=3000).fit(x, y)
+    assert w == pytest.approx(plain.coef_[0], rel=1e-4, abs=1e-6)
+    assert b == pytest.approx(plain.intercept_[0], rel=1e-4, abs=1e-6)
+
+
+def test_expected_gain_ranks_student_only_prompts_below_ties():
+    """Binary labels lump "only the student is right" with ties; the soft target separates them."""
+    rng = np.random.default_rng(1)
+    kinds = {"teacher": (0, 1), "tie": (1, 1), "student": (1, 0)}  # (student right, teacher right)
+    words = {"teacher": "integral", "tie": "capital", "student": "rhyme"}
+    texts, qs, qt = [], [], []
+    for i in range(120):
+        kind = list(kinds)[i % 3]
+        texts.append(f"question {rng.integers(1000)} about the {words[kind]} of item {i}")
+        qs.append(kinds[kind][0])
+        qt.append(kinds[kind][1])
+    probe = [f"question 5 about the {words[k]} of item 999" for k in kinds]
+    soft = build_scorer("tfidf_words").fit(texts, make_labels(qs, qt, "expected_gain"))
+    s_teacher, s_tie, s_student = soft.score_texts(probe)
+    assert s_teacher > s_tie > s_student
+    assert s_tie == pytest.approx(0.5, abs=0.15)  # calibrated: a tie is worth no gain
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([0.5, 0.5, 0.5], "no positive labels"), ([0.2, 1.4, 0.0], r"in \[0, 1\]"),
+    ([1.0, 1.0, 1.0], "no negative labels")])
+def test_bad_soft_labels_are_input_errors(labels, message):
+    with pytest.raises(InputError, match=message):
+        check_labels(np.array(labels), 3)

@@ -18,7 +18,7 @@ import numpy as np
 from kdroute.errors import InputError
 from kdroute.jsonl import iter_jsonl
 
-LABEL_RULES = ("teacher_right_student_wrong", "student_wrong", "score_gap")
+LABEL_RULES = ("teacher_right_student_wrong", "student_wrong", "score_gap", "expected_gain")
 RESPONSE_SUFFIX = "_response"
 
 
@@ -77,8 +77,15 @@ def _norm(text: str) -> str:
 
 def make_labels(q_student: np.ndarray, q_teacher: np.ndarray, rule: str = LABEL_RULES[0],
                 delta: float = 0.0) -> np.ndarray:
-    """(N,) 0/1 "teacher needed": teacher right and student wrong (scores >= 0.5 are right),
-    student wrong, or teacher - student >= delta (strictly > 0 when delta is 0)."""
+    """(N,) training targets in [0, 1] for "teacher needed".
+
+    Binary rules (0/1): teacher right and student wrong (scores >= 0.5 are right), student
+    wrong, or teacher - student >= delta (strictly > 0 when delta is 0).
+    `expected_gain` (soft): (teacher - student + 1) / 2, i.e. 1 where only the teacher is right,
+    0 where only the student is, 0.5 where they tie. A scorer fitted to it estimates the expected
+    quality gain of sending the prompt to the teacher, which is what the routing curve ranks by;
+    the binary rule treats "both right" and "only the student right" alike.
+    """
     qs, qt = np.asarray(q_student, float), np.asarray(q_teacher, float)
     if rule == "teacher_right_student_wrong":
         y = (qt >= 0.5) & (qs < 0.5)
@@ -86,9 +93,16 @@ def make_labels(q_student: np.ndarray, q_teacher: np.ndarray, rule: str = LABEL_
         y = qs < 0.5
     elif rule == "score_gap":
         y = (qt - qs > 0) if delta <= 0 else (qt - qs >= delta)
+    elif rule == "expected_gain":
+        return np.clip((qt - qs + 1.0) / 2.0, 0.0, 1.0)
     else:
         raise InputError(f"unknown label rule {rule!r}; use one of {', '.join(LABEL_RULES)}")
     return y.astype(int)
+
+
+def positive(labels: np.ndarray) -> np.ndarray:
+    """(N,) bool "teacher needed" of binary or soft labels (soft: above the 0.5 tie)."""
+    return np.asarray(labels, float) > 0.5
 
 
 # --- RouteLLM-format files --------------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kdroute.route import metrics
-from kdroute.route.data import RoutingData, make_labels
+from kdroute.route.data import RoutingData, make_labels, positive
 from kdroute.route.scorers import build_scorer
 from kdroute.route.train import cross_val_scores, fold_metrics, folds_of, request_costs
 
@@ -67,7 +67,7 @@ def evaluate_scorers(data: RoutingData, names: Sequence[str], routers: Sequence[
     report: dict[str, Any] = {
         "n": len(data), "teacher": data.teacher, "student": data.student, "folds": folds,
         "r_student": float(data.q_student.mean()), "r_teacher": float(data.q_teacher.mean()),
-        "label_rule": cfg.label_rule, "label_rate": float(labels.mean()), "scorers": {}}
+        "label_rule": cfg.label_rule, "label_rate": float(positive(labels).mean()), "scorers": {}}
     for name, s in all_scores.items():
         cost_s, cost_t = costs
         per_fold = _fold_metrics_with_cost(s, fold, data, cost_s, cost_t)

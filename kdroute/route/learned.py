@@ -26,24 +26,35 @@ from kdroute.route.scorers import Scorer, sigmoid
 
 
 def check_labels(labels: np.ndarray, n: int) -> np.ndarray:
-    y = np.asarray(labels).astype(int)
+    """(N,) float targets in [0, 1]: 0/1 labels, or soft ones (the `expected_gain` rule)."""
+    y = np.asarray(labels, dtype=np.float64)
     if y.shape != (n,) or n == 0:
         raise InputError("no training data: need one label per prompt and at least one prompt")
-    if y.sum() == 0:
+    if not np.all((y >= 0) & (y <= 1)):
+        raise InputError("labels must lie in [0, 1]")
+    if not np.any(y > 0.5):
         raise InputError("no positive labels: the student never needs the teacher on this data "
                          "(try another label rule)")
-    if y.sum() == n:
+    if y.min() == y.max():
         raise InputError("no negative labels: every prompt needs the teacher on this data")
     return y
 
 
-def fit_logistic(x, y: np.ndarray, c: float, weights: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, float]:
-    """(F,) weights and bias of an L2 logistic regression (sklearn lbfgs)."""
+def fit_logistic(x, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+    """(F,) weights and bias of an L2 logistic regression (sklearn lbfgs) on targets in [0, 1].
+
+    A soft target y counts as a positive example with weight y plus a negative one with weight
+    1 - y (cross-entropy against y); 0/1 targets give the ordinary fit on the same rows.
+    """
+    from scipy.sparse import issparse, vstack
     from sklearn.linear_model import LogisticRegression
 
+    pos, neg = np.flatnonzero(y > 0), np.flatnonzero(y < 1)
+    rows = vstack([x[pos], x[neg]]).tocsr() if issparse(x) else np.vstack([x[pos], x[neg]])
+    target = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    weight = np.r_[y[pos], 1.0 - y[neg]]
     model = LogisticRegression(C=c, max_iter=3000)
-    model.fit(x, y, sample_weight=weights)
+    model.fit(rows, target, sample_weight=weight)
     return model.coef_[0].astype(np.float64), float(model.intercept_[0])
 
 

@@ -183,7 +183,7 @@ def evaluate(scores: Sequence[float], q_student: Sequence[float], q_teacher: Seq
     out = summary(curve, cost_axis)
     if labels is None:
         labels = (qt > qs).astype(int)
-    out["auc"] = auc(s, labels)
+    out["auc"] = auc(s, np.asarray(labels, float) > 0.5)  # soft labels: above the 0.5 tie
     if rounds > 0:
         for name, fn in (("apgr", apgr), ("cpt50", lambda c: cpt(c, 0.5))):
             lo, hi = bootstrap(

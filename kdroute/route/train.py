@@ -16,7 +16,7 @@ import numpy as np
 from kdroute.errors import ConfigError, InputError
 from kdroute.route import metrics
 from kdroute.route.artifact import Artifact
-from kdroute.route.data import RoutingData, make_labels
+from kdroute.route.data import RoutingData, make_labels, positive
 from kdroute.route.scorers import EVAL_ONLY, Scorer, build_scorer
 
 if TYPE_CHECKING:
@@ -232,5 +232,5 @@ def train_router(data: RoutingData, scorer: str, settings: Settings, folds: int 
     return Artifact(model, calibration["threshold"], calibration=calibration,
                     teacher=data.teacher, student=data.student, label_rule=cfg.label_rule,
                     metrics={"cv": cv_metrics, "holdout": held, "n_train": len(train),
-                             "n_holdout": len(cal), "label_rate": float(labels.mean()),
+                             "n_holdout": len(cal), "label_rate": float(positive(labels).mean()),
                              "folds": folds, "seed": seed})
