@@ -53,9 +53,8 @@ class RouterConfig(_Section):
     artifact: str | None = None
     scorer: str = "heuristic"
     threshold: float = Field(default=0.5, ge=0, le=1)
-    label_rule: Literal["teacher_right_student_wrong", "student_wrong", "score_gap"] = (
-        "teacher_right_student_wrong"
-    )
+    label_rule: Literal["teacher_right_student_wrong", "student_wrong", "score_gap",
+                        "expected_gain"] = "expected_gain"
     label_delta: float = Field(default=0.0, ge=0, le=1)
     calibration_target: Literal["teacher_share", "quality_floor", "cost_budget"] = "teacher_share"
     calibration_value: float = Field(default=0.3, ge=0)
