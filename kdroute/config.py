@@ -110,6 +110,7 @@ class DistillConfig(_Section):
     seed: int = 0
     checkpoint_every: int = Field(default=500, ge=1)
     eval_every: int = Field(default=250, ge=1)
+    train_examples: int = Field(default=0, ge=0)  # 0 = all rows
 
 
 class BenchConfig(_Section):

@@ -40,6 +40,7 @@ def distill(root, *args):
     (["--data", "missing.jsonl"], "missing.jsonl: training data not found"),
     (["--teacher", "no-such-dir"], "is not a local model directory"),
     (["--teacher-mode", "cached", "--hidden-weight", "1"], "need a live local teacher"),
+    (["--train-examples", "-5"], "train_examples must be >= 1"),
 ])
 def test_bad_input_is_one_line_before_torch_is_imported(pair, args, message):
     proc = distill(pair, *args)

@@ -59,6 +59,9 @@ def register(app: typer.Typer) -> None:
         grad_accum: int | None = typer.Option(None, help="Micro-batches per optimizer step."),
         lr: float | None = typer.Option(None, help="Peak learning rate."),
         seed: int | None = typer.Option(None, help="Seed of initialisation and data order."),
+        train_examples: int | None = typer.Option(
+            None, help="Train on a subset of this many rows, balanced over the rows' family "
+            "field and drawn by --seed (default: distill.train_examples; 0 = all rows)."),
         max_length: int = typer.Option(128, help="Tokens per sequence (longer ones are cut)."),
         resume: bool = typer.Option(False, help="Continue exactly from the newest checkpoint."),
         preset: str | None = typer.Option(None, help="A named recipe: demo."),
@@ -74,7 +77,8 @@ def register(app: typer.Typer) -> None:
             teacher_mode=teacher_mode, loss=loss, kd_temperature=kd_temperature,
             alpha_ce=alpha_ce, alpha_kd=alpha_kd, jsd_beta=jsd_beta, skew_alpha=skew_alpha,
             hidden_weight=hidden_weight, attention_weight=attention_weight, top_k=top_k,
-            steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, seed=seed).items()
+            steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, seed=seed,
+            train_examples=train_examples).items()
             if v is not None}
         from kdroute.distill.job import DistillJob
 
@@ -82,7 +86,8 @@ def register(app: typer.Typer) -> None:
             "teacher_mode", "loss", "kd_temperature", "alpha_ce", "alpha_kd", "jsd_beta",
             "skew_alpha", "hidden_weight", "attention_weight", "top_k", "steps", "batch_size",
             "grad_accum", "lr", "warmup_steps", "max_grad_norm", "seed", "checkpoint_every",
-            "eval_every")} | given
+            "eval_every", "train_examples")} | given
+        fields["train_examples"] = fields["train_examples"] or None  # 0 = all rows
         teacher_dir = None if no_teacher or teacher_cache else _teacher_dir(teacher, settings)
         job = DistillJob(
             data=data or settings.path(cfg.data), output_dir=output or settings.path(cfg.output_dir),

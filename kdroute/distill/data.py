@@ -6,6 +6,7 @@ exactly the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import hashlib
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -95,6 +96,31 @@ def collate(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         labels[row, :n] = torch.tensor(e.labels)
         mask[row, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def stratified_subset(rows: list[dict], n: int | None, seed: int) -> list[int]:
+    """Sorted indices of `n` rows balanced over their `family` field (rows without one form one
+    group): an equal share per family, a small family's unused share spread over the others,
+    the rows of each family drawn by a pure function of `seed`. n = None or >= len(rows): all."""
+    if n is None or n >= len(rows):
+        return list(range(len(rows)))
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(str(row.get("family")), []).append(i)
+    quota = dict.fromkeys(groups, 0)
+    left, open_ = n, sorted(groups)
+    while left > 0:  # water-filling: equal shares, capped by each family's size
+        share, extra = divmod(left, len(open_))
+        for j, name in enumerate(open_):
+            quota[name] += min(share + (j < extra), len(groups[name]) - quota[name])
+        left = n - sum(quota.values())
+        open_ = [name for name in open_ if quota[name] < len(groups[name])]
+    picked: list[int] = []
+    for name in sorted(groups):
+        members = list(groups[name])
+        random.Random(f"{seed}:{name}").shuffle(members)
+        picked.extend(members[: quota[name]])
+    return sorted(picked)
 
 
 def epoch_order(n_examples: int, seed: int, epoch: int) -> list[int]:

@@ -51,6 +51,7 @@ class DistillJob:
     eval_every: int = 250
     eval_examples: int = 256
     max_length: int = 128
+    train_examples: int | None = None  # a family-balanced subset of the data, drawn by seed; None = all
     log_every: int = 1
     resume: bool = False
     stop_after: int | None = None  # end this invocation after this step (resume later); None = steps
@@ -90,6 +91,8 @@ class DistillJob:
                      "checkpoint_every", "eval_every", "log_every"):
             if getattr(self, name) < 1:
                 raise InputError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.train_examples is not None and self.train_examples < 1:
+            raise InputError(f"train_examples must be >= 1 (got {self.train_examples})")
         self._check_teacher()
         if self.student_init is not None and not (Path(self.student_init) / "config.json").is_file():
             raise InputError(f"{self.student_init}: not a model directory (no config.json)")

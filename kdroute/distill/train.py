@@ -31,6 +31,7 @@ from kdroute.distill.data import (
     micro_batches,
     read_pairs,
     step_indices,
+    stratified_subset,
 )
 from kdroute.distill.job import DistillJob
 from kdroute.distill.signals import TeacherSignal, prepare_signal
@@ -113,8 +114,9 @@ def step_losses(job: DistillJob, student: nn.Module, projections: Projections | 
 
 def train_step(job: DistillJob, accelerator, model: Student, optimizer, scheduler,
                signal: TeacherSignal, encoded: list[Encoded], pad_id: int, vocab: int,
-               step: int) -> dict[str, float]:
-    """One optimizer step over grad_accum micro-batches on every process."""
+               step: int, source: list[int] | None = None) -> dict[str, float]:
+    """One optimizer step over grad_accum micro-batches on every process. `source[i]` is the
+    row of the data file behind `encoded[i]` (the teacher cache's example id); None = i."""
     world, rank = accelerator.num_processes, accelerator.process_index
     per_step = job.batch_size * job.grad_accum * world
     ids = step_indices(len(encoded), job.seed, step, per_step)
@@ -131,7 +133,8 @@ def train_step(job: DistillJob, accelerator, model: Student, optimizer, schedule
     for m, (batch, share) in enumerate(zip(batches, shares, strict=True)):
         sync = m == len(batches) - 1
         with contextlib.nullcontext() if sync else accelerator.no_sync(model):
-            parts = step_losses(job, model, unwrapped.projections, signal, batch, share, vocab,
+            rows = share if source is None else [source[i] for i in share]
+            parts = step_losses(job, model, unwrapped.projections, signal, batch, rows, vocab,
                                 num_tokens)
             # DDP averages gradients over processes; the loss is already a global mean.
             accelerator.backward(parts["loss"] * world)
@@ -224,7 +227,11 @@ def train(job: DistillJob, store=None, progress: bool = True) -> TrainResult:
     setup = prepare_signal(job, accelerator, progress=progress)
     tokenizer, signal, student = setup.tokenizer, setup.signal, setup.student
     vocab, pad_id = len(tokenizer), tokenizer.pad_token_id
-    encoded = encode_pairs(tokenizer, read_pairs(setup.data_path), job.max_length)
+    rows = read_pairs(setup.data_path)
+    source = stratified_subset(rows, job.train_examples, job.seed)  # the teacher cache covers all
+    encoded = encode_pairs(tokenizer, [rows[i] for i in source], job.max_length)
+    if job.train_examples is not None:
+        setup.lineage["data"] |= {"train_examples": len(source), "subset_seed": job.seed}
     valid = (encode_pairs(tokenizer, read_pairs(job.validation_data), job.max_length)
              if job.validation_data else [])
     projections = None
@@ -246,7 +253,7 @@ def train(job: DistillJob, store=None, progress: bool = True) -> TrainResult:
                                  str(job.output_dir))
     try:
         result = _loop(job, accelerator, model, optimizer, scheduler, signal, encoded, valid,
-                       pad_id, vocab, start, state, store, run_id, progress)
+                       pad_id, vocab, start, state, store, run_id, progress, source)
     except BaseException as exc:
         if run_id is not None:
             store.fail_run(run_id, f"{type(exc).__name__}: {exc}")
@@ -263,7 +270,7 @@ def train(job: DistillJob, store=None, progress: bool = True) -> TrainResult:
 
 
 def _loop(job, accelerator, model, optimizer, scheduler, signal, encoded, valid, pad_id, vocab,
-          start, state, store, run_id, progress) -> TrainResult:
+          start, state, store, run_id, progress, source=None) -> TrainResult:
     from tqdm.auto import tqdm
 
     history, pending = [], []
@@ -275,7 +282,7 @@ def _loop(job, accelerator, model, optimizer, scheduler, signal, encoded, valid,
     for step in range(start, end):
         began = time.perf_counter()
         metrics = train_step(job, accelerator, model, optimizer, scheduler, signal, encoded,
-                             pad_id, vocab, step)
+                             pad_id, vocab, step, source)
         elapsed += time.perf_counter() - began
         tokens_done += metrics.pop("input_tokens")
         metrics.update(step=step + 1, lr=scheduler.get_last_lr()[0],
