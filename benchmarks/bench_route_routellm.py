@@ -12,6 +12,10 @@ with several seeds and the figures averaged (`--repeats`, default 10 for GSM8K a
 850 GSM8K prompts one fold's APGR has a standard deviation of about 0.06, so one split is noise.
 `random` is the expectation of a random router, `oracle` knows the answers.
 
+Learned scorers are trained on the configured label rule (`router.label_rule`, default
+`expected_gain`, the soft target); `--binary-scorers` are also trained on the binary rule
+(teacher right and student wrong) on the same folds, reported under `binary_label_rule`.
+
 The embeddings of the 8.5k prompts are cached under /tmp (keyed by a hash of the prompts), because
 encoding them takes minutes on a shared CPU. Run: `python benchmarks/bench_route_routellm.py`.
 """
