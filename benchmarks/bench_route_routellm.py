@@ -10,6 +10,8 @@ Every scorer is judged on the same folds; a figure is the mean over the 5 folds 
 that fold (each fold's curve drawn from the model that did not see it). The 5-fold split is repeated
 with several seeds and the figures averaged (`--repeats`, default 10 for GSM8K and 1 for MMLU): on
 850 GSM8K prompts one fold's APGR has a standard deviation of about 0.06, so one split is noise.
+On MMLU the best scorer of the single split is re-judged on `--best-repeats` (3) splits, and that
+mean is the headline (`best_apgr`).
 `random` is the expectation of a random router, `oracle` knows the answers.
 
 Learned scorers are trained on the configured label rule (`router.label_rule`, default
@@ -136,6 +138,9 @@ def main(argv=None) -> None:
     parser.add_argument("--scorers", default=",".join(SCORERS))
     parser.add_argument("--sets", default="gsm8k,mmlu", help="data sets to evaluate")
     parser.add_argument("--no-write", action="store_true", help="print only (development)")
+    parser.add_argument("--best-repeats", type=int, default=3,
+                        help="splits on which the best scorer of a set with fewer repeats is "
+                             "re-judged (its mean is the headline figure)")
     parser.add_argument("--binary-scorers", default="tfidf,embedding,ensemble,ensemble_words",
                         help="scorers also trained on the binary label (teacher right and "
                              "student wrong), for comparison with the configured rule")
@@ -162,10 +167,16 @@ def main(argv=None) -> None:
             ablation = quality(data, repeats[name], binary, "teacher_right_student_wrong", False)
         learned = {k: v for k, v in res.items() if k not in ("random", "oracle")}
         best = max(learned, key=lambda k: learned[k]["apgr"])
+        headline = learned[best]
+        if repeats[name] < args.best_repeats:  # the winner of one split, re-judged on several
+            print(f"{name}: {best} over {args.best_repeats} splits", flush=True)
+            headline = quality(data, args.best_repeats, [best], rule, False)[best]
+            res[f"{best}_over_{args.best_repeats}_splits"] = headline
         figures[name] = res | {"n": len(data), "best": best,
+                               "best_apgr": headline["apgr"],
                                "target_apgr": TARGETS[name],
-                               "target_met": learned[best]["apgr"] >= TARGETS[name],
-                               "best_vs_published": round(learned[best]["apgr"]
+                               "target_met": headline["apgr"] >= TARGETS[name],
+                               "best_vs_published": round(headline["apgr"]
                                                           / PUBLISHED[name]["apgr"], 4)}
         if binary and rule != "teacher_right_student_wrong":
             figures[name]["binary_label_rule"] = {
