@@ -1,17 +1,28 @@
 """Claim: on the demo pair, the distilled student keeps >= 90 % of the teacher's mean skill-suite
 score at >= 10x fewer parameters, and beats the same student trained by cross-entropy alone
-(same steps, data and seed) by >= 5 points; the cached teacher trains faster than the live one.
+(same steps, same training rows, same seed) by >= 5 points, as a mean over several seeds; the
+cached teacher trains faster than the live one.
 
-Scores are `kdroute bench`'s (lm-eval on the skill suite's test split), mean of the per-task
-primary metrics. The teacher is the committed models/demo-teacher (trained by the demo recipe if
-missing). Everything else is trained here, in this run, with fixed seeds.
+The regime is the realistic one for distillation: the teacher (the committed models/demo-teacher,
+trained on all 32k rows of the skill suite's training split) knows more than the in-domain data
+the student gets, a family-balanced subset of `train_examples` rows drawn by the seed. The
+distilled student and its cross-entropy baseline get exactly the same rows, steps and
+initialisation; only the teacher's soft targets differ. The recipe was checked on the
+validation split (kdroute/distill/presets.py); the scores here are `kdroute bench`'s (lm-eval on the test
+split), mean of the per-task primary metrics.
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_distill_demo.py   (about 10-20 minutes on 2 cores)
+    OMP_NUM_THREADS=1 python benchmarks/bench_distill_demo.py [--seeds 0 1 2]
+    (about 12 minutes per seed on the shared 2-core CPU)
+
+Each seed's scores are kept in runs/bench-distill-demo/seed-N.json and reused while the recipe
+is unchanged, so seeds can be run in separate processes and collected by a final run.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -19,71 +30,111 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, write_result  # noqa: E402
 
+SEEDS = (0, 1, 2)
 SPEED_STEPS = 60  # steps of the live-vs-cached throughput comparison
+WORK = ROOT / "runs" / "bench-distill-demo"
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--only-seeds", action="store_true",
+                        help="Train and score the seeds, write no result (for parallel runs).")
+    args = parser.parse_args()
     from kdroute.config import load_config
     from kdroute.distill import presets
     from kdroute.distill.card import read_card
     from kdroute.distill.train import train
     from kdroute.store import Store
 
-    work = ROOT / "runs" / "bench-distill-demo"
     settings = load_config(ROOT / "config.toml", env={})
-    work.mkdir(parents=True, exist_ok=True)
-    store = Store(work / "ledger.db")
+    WORK.mkdir(parents=True, exist_ok=True)
+    store = Store(WORK / f"ledger-{'-'.join(map(str, args.seeds))}.db")
     teacher_dir = ROOT / "models" / "demo-teacher"
     if not (teacher_dir / "config.json").is_file():
         train(presets.demo_teacher_job(ROOT, teacher_dir), store=store)
-    started = time.perf_counter()
-    cache_dir = work / "teacher-cache"
-    kd = train(presets.demo_student_job(ROOT, teacher_dir, work / "student-kd", cache_dir=cache_dir),
-               store=store)  # builds the teacher's top-k cache first
-    ce = train(presets.demo_student_job(ROOT, teacher_dir, work / "student-ce", distill=False),
-               store=store)
-    train_s = time.perf_counter() - started
-    live, cached, cache_info = throughput(train, presets, teacher_dir, work, store)
-    scores = bench_scores(settings, store, teacher_dir, {"kd": kd.output_dir, "ce": ce.output_dir})
+    runs = [seed_run(seed, settings, store, teacher_dir) for seed in args.seeds]
+    if args.only_seeds:
+        return
+    live, cached, cache_info = throughput(train, presets, teacher_dir, store)
     t_card = read_card(teacher_dir) or {}
+    kd, ce = (statistics.fmean(r[role]["mean"] for r in runs) for role in ("kd", "ce"))
+    teacher = runs[0]["teacher"]["mean"]
     figures = {
         "teacher_params": t_card.get("params"),
-        "student_params": kd.params,
-        "param_ratio": round(t_card.get("params", 0) / kd.params, 2),
-        "teacher_score": scores["teacher"]["mean"],
-        "student_kd_score": scores["kd"]["mean"],
-        "student_ce_score": scores["ce"]["mean"],
-        "retention_kd": round(scores["kd"]["mean"] / scores["teacher"]["mean"], 4),
-        "kd_minus_ce_points": round(100 * (scores["kd"]["mean"] - scores["ce"]["mean"]), 2),
-        "per_task": {role: s["tasks"] for role, s in scores.items()},
+        "student_params": runs[0]["student_params"],
+        "param_ratio": round(t_card.get("params", 0) / runs[0]["student_params"], 2),
+        "teacher_score": teacher,
+        "student_kd_score": round(kd, 4),  # mean over seeds
+        "student_ce_score": round(ce, 4),  # mean over seeds
+        "retention_kd": round(kd / teacher, 4),
+        "kd_minus_ce_points": round(100 * (kd - ce), 2),
+        "seeds": args.seeds,
+        "per_seed": [{"seed": r["seed"], "student_kd_score": r["kd"]["mean"],
+                      "student_ce_score": r["ce"]["mean"],
+                      "kd_minus_ce_points": round(100 * (r["kd"]["mean"] - r["ce"]["mean"]), 2),
+                      "training_s": r["training_s"]} for r in runs],
+        "per_task": {"teacher": runs[0]["teacher"]["tasks"],
+                     **{f"{role}_seed{r['seed']}": r[role]["tasks"]
+                        for r in runs for role in ("kd", "ce")}},
+        "train_examples": presets.DEMO_STUDENT["train_examples"],
+        "student_steps": presets.DEMO_STUDENT["steps"],
         "tokens_per_s_live": round(live, 1),
         "tokens_per_s_cached": round(cached, 1),
         "cached_over_live": round(cached / live, 2),
         "cache_bytes_per_token": round(cache_info["bytes_per_token"], 1),
         "cache_top_k": cache_info["k"],
-        "student_steps": presets.DEMO_STUDENT["steps"],
         "recipe": {"teacher": presets.DEMO_TEACHER, "student": presets.DEMO_STUDENT},
-        "student_training_s": round(train_s, 1),
         "targets": {"retention_kd": ">= 0.90", "param_ratio": ">= 10",
-                    "kd_minus_ce_points": ">= 5"},
+                    "kd_minus_ce_points": ">= 5 (mean over seeds)"},
     }
     print(json.dumps({k: v for k, v in figures.items() if k not in ("per_task", "recipe")},
                      indent=2))
     write_result("distill_demo", figures)
 
 
-def throughput(train, presets, teacher_dir: Path, work: Path, store) -> tuple[float, float, dict]:
+def seed_run(seed: int, settings, store, teacher_dir: Path) -> dict:
+    """Train the distilled and the cross-entropy student with one seed and score both (reused
+    from seed-N.json when the recipe and teacher are unchanged)."""
+    from kdroute.distill import presets
+    from kdroute.distill.cache import model_fingerprint
+    from kdroute.distill.train import train
+
+    base = WORK / f"seed-{seed}"
+    jobs = {role: presets.demo_student_job(ROOT, teacher_dir, base / f"student-{role}",
+                                           distill=role == "kd", seed=seed,
+                                           cache_dir=WORK / "teacher-cache")
+            for role in ("kd", "ce")}
+    key = {"teacher": model_fingerprint(teacher_dir),
+           **{role: {k: v for k, v in job.to_dict().items() if k != "extra_card"}
+              for role, job in jobs.items()}}
+    saved = WORK / f"seed-{seed}.json"
+    if saved.is_file() and json.loads(saved.read_text()).get("key") == key:
+        print(f"seed {seed}: reusing {saved.relative_to(ROOT)}")
+        return json.loads(saved.read_text())["result"]
+    started = time.perf_counter()
+    trained = {role: train(job, store=store) for role, job in jobs.items()}  # KD builds the cache
+    result = {"seed": seed, "student_params": trained["kd"].params,
+              "training_s": round(time.perf_counter() - started, 1),
+              **bench_scores(settings, store, teacher_dir,
+                             {role: t.output_dir for role, t in trained.items()})}
+    saved.write_text(json.dumps({"key": key, "result": result}, indent=2))
+    return result
+
+
+def throughput(train, presets, teacher_dir: Path, store) -> tuple[float, float, dict]:
     """Tokens/s of the same short KD run with a live teacher and with the top-k cache (the
     cache is built first, outside the timing, and its size reported)."""
     def short(mode: str, out: str):
-        job = presets.demo_student_job(ROOT, teacher_dir, work / out, teacher_mode=mode,
-                                       cache_dir=work / "teacher-cache")
+        job = presets.demo_student_job(ROOT, teacher_dir, WORK / out, teacher_mode=mode,
+                                       cache_dir=WORK / "teacher-cache")
         job.steps, job.validation_data = SPEED_STEPS, None
         return train(job, store=store, progress=False)
 
-    live = short("live", "speed-live").tokens_per_s  # the cache was built by the KD student
+    cached_run = short("cached", "speed-cached")  # builds the cache if no seed did
+    live = short("live", "speed-live").tokens_per_s
     cached_run = short("cached", "speed-cached")
-    meta = next((work / "teacher-cache").glob("topk-*/meta.json"))
+    meta = next((WORK / "teacher-cache").glob("topk-*/meta.json"))
     return live, cached_run.tokens_per_s, json.loads(meta.read_text())
 
 
@@ -95,7 +146,7 @@ def bench_scores(settings, store, teacher_dir: Path, students: dict[str, Path]) 
     out: dict[str, dict] = {}
     for role, path in students.items():
         result = run_bench(settings, store, teacher=f"hf:{teacher_dir}", student=f"hf:{path}",
-                           measure_speed=False, output_dir=path.parent / "bench")
+                           measure_speed=False, output_dir=path.parent / f"bench-{role}")
         for name, which in (("teacher", "teacher"), (role, "student")):
             tasks = {k: round(v, 4) for k, v in result.scores(which).items()}
             out[name] = {"tasks": tasks, "mean": round(sum(tasks.values()) / len(tasks), 4)}
