@@ -29,7 +29,7 @@ from kdroute.errors import BackendError, KdrouteError
 
 @dataclass
 class DemoOptions:
-    bench_limit: int = 60          # items per task in the bench step
+    bench_limit: int = 300         # items per task in the bench step (300 = the whole test split)
     requests: int = 120            # chat requests sent through the gateway
     retrain_student: bool = False  # distill again even when models/demo-student exists
     seed: int = 0
@@ -54,7 +54,12 @@ def run_demo(settings: Settings, config_path: Path | None, opts: DemoOptions) ->
     started = _now_iso()
     with _gateway(cli, root, router_path) as base_url:
         correct = _send(base_url, prompts)
+        # the same traffic forced to each model: what routing is measured against
+        baselines = {role: _send(base_url, prompts, f"kdroute/{role}", f"always {role}")
+                     for role in ("student", "teacher")}
     summary = _summary(settings, started, correct)
+    summary["baselines"] = {f"always {role}": sum(c.values()) / len(c)
+                            for role, c in baselines.items()}
     _print_summary(summary)
     return summary
 
@@ -133,16 +138,17 @@ class _gateway:
             self.proc.kill()
 
 
-def _send(base_url: str, prompts: list[dict]) -> dict[str, bool]:
-    """Send each prompt as a chat request with model kdroute/auto; request id -> answer correct."""
+def _send(base_url: str, prompts: list[dict], model: str = "kdroute/auto",
+          label: str = "chat requests") -> dict[str, bool]:
+    """Send each prompt as a chat request to `model`; request id -> answer correct."""
     import httpx
     from rich.progress import track
 
     correct: dict[str, bool] = {}
     with httpx.Client(base_url=base_url, timeout=120) as client:
-        for row in track(prompts, description="chat requests", console=console):
+        for row in track(prompts, description=label, console=console):
             resp = client.post("/chat/completions", json={
-                "model": "kdroute/auto", "max_tokens": 24, "temperature": 0,
+                "model": model, "max_tokens": 24, "temperature": 0,
                 "messages": [{"role": "user", "content": row["prompt"]}]})
             if resp.status_code != 200:
                 raise BackendError(f"gateway answered {resp.status_code}: {resp.text[:200]}")
@@ -188,6 +194,8 @@ def _print_summary(s: dict) -> None:
     for role, v in s["accuracy_by_model"].items():
         table.add_row(role, str(v["requests"]), f"{v['accuracy']:.1%}")
     table.add_row("routed system", str(s["requests"]), f"{s['accuracy']:.1%}", style="bold")
+    for name, accuracy in s.get("baselines", {}).items():
+        table.add_row(f"{name} (same traffic)", str(s["requests"]), f"{accuracy:.1%}")
     console.print(table)
     console.print(f"teacher calls: {s['teacher_share']:.1%} of requests; every request logged: "
                   f"{s['logged']}; fallbacks: {s['fallbacks']}")

@@ -27,9 +27,17 @@ def test_demo_runs_every_stage_and_logs_every_request(tmp_path):
     db = sqlite3.connect(tmp_path / "ledger.db")
     kinds = dict(db.execute("SELECT kind, status FROM runs").fetchall())
     assert kinds.get("bench") == "done"
-    rows = db.execute("SELECT served_role, cost_usd, teacher_cost_usd, status FROM requests"
-                      ).fetchall()
-    assert len(rows) == 8 and all(r[3] == 200 for r in rows)
-    assert {r[0] for r in rows} <= {"teacher", "student"}
+    rows = db.execute("SELECT requested_model, served_role, cost_usd, teacher_cost_usd, status "
+                      "FROM requests").fetchall()
+    # the routed traffic, then the same 8 prompts forced to each model as the baselines
+    by_model = {m: [r for r in rows if r[0] == m]
+                for m in ("kdroute/auto", "kdroute/student", "kdroute/teacher")}
+    assert [len(v) for v in by_model.values()] == [8, 8, 8] and len(rows) == 24
+    assert all(r[4] == 200 for r in rows)
+    assert {r[1] for r in by_model["kdroute/auto"]} <= {"teacher", "student"}
+    assert {r[1] for r in by_model["kdroute/student"]} == {"student"}
+    assert {r[1] for r in by_model["kdroute/teacher"]} == {"teacher"}
+    assert "always student (same traffic)" in proc.stdout
+    assert "always teacher (same traffic)" in proc.stdout
     # the teacher-equivalent cost never undercuts what was paid
-    assert all(teacher_cost >= cost for _, cost, teacher_cost, _ in rows)
+    assert all(teacher_cost >= cost for _, _, cost, teacher_cost, _ in rows)

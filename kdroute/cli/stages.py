@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         ctx: typer.Context,
-        bench_limit: int = typer.Option(60, min=1, help="Items per skill-suite task to bench."),
+        bench_limit: int = typer.Option(300, min=1, help="Items per skill-suite task to bench "
+                                        "(300 = the whole test split)."),
         requests: int = typer.Option(120, min=1, help="Chat requests sent through the gateway."),
         retrain: bool = typer.Option(False, "--retrain",
                                      help="Distill the student again even if it exists."),
