@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +15,9 @@ if TYPE_CHECKING:
     from kdroute.config import Settings
     from kdroute.store import Store
 
-console = Console()
+# Piped or logged output has no terminal width; rich would assume 80 columns and cut the bench and
+# route tables' numbers to "0.6…". Use a wide page there instead (COLUMNS still wins).
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 err_console = Console(stderr=True)
 
 
