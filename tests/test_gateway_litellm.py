@@ -117,11 +117,21 @@ def test_local_hf_student_served_in_process(tmp_path):
             streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
             assert streamed == text  # greedy decoding: the same answer either way
             assert chunks[-1].usage.completion_tokens == 6
+            # a stop sequence is cut from the answer, streamed or not, with nothing after it
+            stop = text[len(text) // 2]
+            expected = text[: text.index(stop)]
+            cut = client.chat.completions.create(model="kdroute/student", messages=EASY,
+                                                 max_tokens=6, stop=[stop])
+            assert cut.choices[0].message.content == expected
+            cut_stream = client.chat.completions.create(model="kdroute/student", messages=EASY,
+                                                        max_tokens=6, stop=[stop], stream=True)
+            assert "".join(c.choices[0].delta.content or "" for c in cut_stream
+                           if c.choices) == expected
             done = client.completions.create(model="kdroute/student", prompt="hi", max_tokens=3)
             assert done.usage.completion_tokens == 3
             assert teacher.completion_calls() == []
         ledger = rows(tmp_path)
-    assert [r["served_role"] for r in ledger] == ["student"] * 3
+    assert [r["served_role"] for r in ledger] == ["student"] * 5
     assert ledger[0]["prompt_tokens"] == answer.usage.prompt_tokens
     assert ledger[0]["cost_usd"] == pytest.approx(
         (answer.usage.prompt_tokens * 0.1 + 6 * 0.3) / 1e6, rel=1e-12)

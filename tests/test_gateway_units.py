@@ -127,3 +127,20 @@ def test_record_row_stores_text_only_when_asked():
     assert row["prompt_text"] == f"user: hi Bearer {REDACTED}"
     assert row["response_text"] == f"answer {REDACTED}"
     assert "conversation" not in row and row["fallback"] == 0
+
+
+@pytest.mark.parametrize("pieces, stop, expected", [
+    (["Hel", "lo ", "wor", "ld"], ["lo w"], "Hel"),           # a stop string split over pieces
+    (["ab", "c", "d"], "cd", "ab"),                          # a single string, as OpenAI allows
+    (["abc", "d"], ["x", "bc"], "a"),                        # the earliest of several
+    (["the e", "nd"], ["ENDX", "e nx"], "the end"),          # held-back prefixes released
+    (["plain"], None, "plain"),
+])
+def test_stop_trimmer_streams_text_up_to_the_first_stop_string(pieces, stop, expected):
+    from kdroute.gateway.local import StopTrimmer
+
+    trim = StopTrimmer(stop)
+    out = "".join(trim.feed(p) for p in pieces) + trim.flush()
+    assert out == expected
+    if stop is not None and expected != "".join(pieces):
+        assert trim.done and trim.feed("more") == ""  # nothing is sent after a stop string

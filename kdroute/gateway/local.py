@@ -129,11 +129,15 @@ class LocalHFProvider(CustomLLM):
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(lm.executor, lm.generate, messages, optional_params, stop,
                                    streamer)
+        trim = StopTrimmer(optional_params.get("stop"))
         try:
             async for piece in _drain(streamer, job):
-                if piece:
-                    yield GenericStreamingChunk(text=piece, is_finished=False, finish_reason="",
+                if text := trim.feed(piece or ""):
+                    yield GenericStreamingChunk(text=text, is_finished=False, finish_reason="",
                                                 usage=None, index=0, tool_use=None)
+            if text := trim.flush():
+                yield GenericStreamingChunk(text=text, is_finished=False, finish_reason="",
+                                            usage=None, index=0, tool_use=None)
             _, n_in, n_out, finish = await job
             yield GenericStreamingChunk(
                 text="", is_finished=True, finish_reason=finish, index=0, tool_use=None,
@@ -141,6 +145,40 @@ class LocalHFProvider(CustomLLM):
                        "total_tokens": n_in + n_out})
         finally:
             stop.set()
+
+
+class StopTrimmer:
+    """Streamed text without the first stop string and what follows it (OpenAI semantics, as the
+    non-streamed answer is trimmed): the tail that could still grow into a stop string is held
+    back until the next piece shows whether it does."""
+
+    def __init__(self, stop: str | list[str] | None):
+        self.stops = [s for s in ([stop] if isinstance(stop, str) else stop or []) if s]
+        self.held = ""
+        self.done = False
+
+    def feed(self, piece: str) -> str:
+        if self.done:
+            return ""
+        if not self.stops:
+            return piece
+        self.held += piece
+        hits = [self.held.index(s) for s in self.stops if s in self.held]
+        if hits:
+            self.done = True
+            return self.held[: min(hits)]
+        keep = 0  # the longest tail that is a proper prefix of some stop string
+        for k in range(min(max(map(len, self.stops)) - 1, len(self.held)), 0, -1):
+            if any(s.startswith(self.held[-k:]) for s in self.stops):
+                keep = k
+                break
+        out, self.held = self.held[: len(self.held) - keep], self.held[len(self.held) - keep:]
+        return out
+
+    def flush(self) -> str:
+        """What is still held back once generation ended (no stop string completed)."""
+        out, self.held = ("" if self.done else self.held), ""
+        return out
 
 
 async def _drain(streamer, job: asyncio.Future):
