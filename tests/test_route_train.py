@@ -180,3 +180,23 @@ def test_no_positive_labels_is_a_one_line_error(tmp_path):
 def test_bench_pairs_missing_in_ledger_is_an_input_error(tmp_store):
     with pytest.raises(InputError, match="no bench samples"):
         ledger_data(tmp_store)
+
+
+def test_label_rule_option_overrides_config_and_is_recorded(tmp_path):
+    csv_path = write_csv(tmp_path / "recorded.csv", synthetic_pairs(n=120, seed=5))
+    env = {"KDROUTE_STORE_PATH": str(tmp_path / "l.db")}
+    out = tmp_path / "binary.json"
+    res = runner.invoke(app, ["route", "train", "--data", str(csv_path), "--folds", "3",
+                              "--label-rule", "teacher_right_student_wrong", "-o", str(out)],
+                        env=env)
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["label_rule"] == "teacher_right_student_wrong"
+    res = runner.invoke(app, ["route", "train", "--data", str(csv_path), "--folds", "3",
+                              "-o", str(tmp_path / "soft.json")], env=env)
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "soft.json").read_text())["label_rule"] == "expected_gain"
+    res = runner.invoke(app, ["route", "eval", "--data", str(csv_path), "--scorers", "heuristic",
+                              "--label-rule", "nonsense"], env=env)
+    assert res.exit_code != 0 and isinstance(res.exception, InputError)
+    assert str(res.exception).startswith("--label-rule nonsense:")
+    assert "\n" not in str(res.exception)

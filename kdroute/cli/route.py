@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 
 from kdroute.cli.common import console, state
+from kdroute.errors import InputError
 
 app = typer.Typer(
     help="Learn, calibrate and evaluate the difficulty router (p(teacher needed) + threshold).",
@@ -41,12 +42,23 @@ def _data(ctx, data, exclude, teacher, student, run, task):
     return rows
 
 
-def _apply_target(ctx, target: str | None, value: float | None):
+LABEL_RULE_HELP = ("Override router.label_rule: expected_gain (soft, the default) | "
+                   "teacher_right_student_wrong | student_wrong | score_gap.")
+
+
+def _apply_target(ctx, target: str | None, value: float | None, label_rule: str | None = None):
+    from pydantic import ValidationError
+
     settings = state(ctx).settings
-    if target is not None:
-        settings.router.calibration_target = target
-    if value is not None:
-        settings.router.calibration_value = value
+    for option, key, given in (("--target", "calibration_target", target),
+                               ("--value", "calibration_value", value),
+                               ("--label-rule", "label_rule", label_rule)):
+        if given is None:
+            continue
+        try:
+            setattr(settings.router, key, given)
+        except ValidationError as exc:
+            raise InputError(f"{option} {given}: {exc.errors()[0]['msg']}") from None
     return settings
 
 
@@ -78,8 +90,9 @@ def import_(ctx: typer.Context, files: list[Path] = typer.Argument(..., help=DAT
 def train(ctx: typer.Context,
           output: Path = typer.Option(Path("routers/router.json"), "--output", "-o",
                                       help="Artifact to write (.json, arrays in .npz beside it)."),
-          scorer: str = typer.Option("tfidf", "--scorer", "-s", help="heuristic | embedding | "
-                                     "tfidf | knn | task_prior | ensemble"),
+          scorer: str = typer.Option("tfidf", "--scorer", "-s", help="heuristic | length | tfidf "
+                                     "| tfidf_words | embedding | knn | task_prior | ensemble | "
+                                     "ensemble_words (see README: Route)"),
           data: list[Path] = DataOpt, exclude: list[Path] = ExcludeOpt,
           teacher: str = TeacherOpt, student: str = StudentOpt, run: list[str] = RunOpt,
           task: list[str] = TaskOpt,
@@ -87,12 +100,13 @@ def train(ctx: typer.Context,
           holdout: float = typer.Option(0.2, help="Share held out to calibrate the threshold."),
           seed: int = typer.Option(0, help="Seed of the splits."),
           target: str = typer.Option(None, help="Override router.calibration_target."),
-          value: float = typer.Option(None, help="Override router.calibration_value.")) -> None:
+          value: float = typer.Option(None, help="Override router.calibration_value."),
+          label_rule: str = typer.Option(None, help=LABEL_RULE_HELP)) -> None:
     """Fit, cross-validate, calibrate and save a versioned router artifact."""
     from kdroute.route.artifact import save_artifact
     from kdroute.route.train import train_router
 
-    settings = _apply_target(ctx, target, value)
+    settings = _apply_target(ctx, target, value, label_rule)
     rows = _data(ctx, data, exclude, teacher, student, run, task)
     with console.status("training") as status:
         artifact = train_router(rows, scorer, settings, folds, holdout, seed,
@@ -180,13 +194,14 @@ def eval_(ctx: typer.Context, data: list[Path] = DataOpt, exclude: list[Path] = 
           bootstrap: int = typer.Option(1000, help="Bootstrap rounds for 95% intervals (0=off)."),
           plot: Path = typer.Option(None, help="PNG of quality vs teacher share."),
           json_out: Path = typer.Option(None, "--json", help="Write the figures as JSON."),
-          output_tokens: int = typer.Option(256, help="Assumed answer length for costs.")
-          ) -> None:
+          output_tokens: int = typer.Option(256, help="Assumed answer length for costs."),
+          label_rule: str = typer.Option(None, help=LABEL_RULE_HELP)) -> None:
     """Compare scorers side by side: APGR, CPT, AUC with random and oracle (and cost axis)."""
     from kdroute.route.evaluate import evaluate_scorers, print_table
 
+    settings = _apply_target(ctx, None, None, label_rule)
     rows = _data(ctx, data, exclude, teacher, student, run, task)
     names = [s.strip() for s in scorers.split(",") if s.strip()]
-    report = evaluate_scorers(rows, names, router or [], state(ctx).settings, folds, seed,
+    report = evaluate_scorers(rows, names, router or [], settings, folds, seed,
                               bootstrap, output_tokens, plot, json_out)
     print_table(report)
