@@ -61,20 +61,17 @@ class LocalModel:
         sampling = {"do_sample": True, "temperature": float(temperature),
                     "top_p": float(params.get("top_p") or 1.0)} \
             if temperature else {"do_sample": False}
-        stop_strings = params.get("stop")
+        trim = StopTrimmer(params.get("stop"))
         with torch.inference_mode():
             out = self.model.generate(
                 ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new,
                 stopping_criteria=StoppingCriteriaList([_Cancelled()]), streamer=streamer,
                 pad_token_id=self.tokenizer.pad_token_id,
-                stop_strings=[stop_strings] if isinstance(stop_strings, str) else stop_strings,
-                tokenizer=self.tokenizer if stop_strings else None, **sampling)
+                stop_strings=trim.stops or None, tokenizer=self.tokenizer if trim.stops else None,
+                **sampling)
         new = out[0, ids.shape[1]:]  # (completion_tokens,)
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        finish = "length" if len(new) >= max_new else "stop"
-        for s in [stop_strings] if isinstance(stop_strings, str) else stop_strings or []:
-            if s and s in text:
-                text, finish = text[: text.index(s)], "stop"
+        text = trim.feed(self.tokenizer.decode(new, skip_special_tokens=True)) + trim.flush()
+        finish = "stop" if trim.done or len(new) < max_new else "length"
         return text, int(ids.shape[1]), int(len(new)), finish
 
 

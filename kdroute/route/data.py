@@ -107,12 +107,16 @@ def positive(labels: np.ndarray) -> np.ndarray:
 
 # --- RouteLLM-format files --------------------------------------------------------------------
 
-def _read_rows(path: Path) -> list[dict]:
+def read_table(path: str | Path, allow_empty: bool = False) -> tuple[list[dict], list[str]]:
+    """The rows of a CSV (values as strings) or JSONL file, and its columns in file order."""
+    path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    if path.suffix.lower() == ".jsonl":
-        return [row for _, row in iter_jsonl(path)]
-    if path.suffix.lower() == ".csv":
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows = [row for _, row in iter_jsonl(path)]
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+    elif suffix == ".csv":
         import pandas as pd
 
         try:
@@ -121,8 +125,12 @@ def _read_rows(path: Path) -> list[dict]:
             raise InputError(f"{path}: the file is empty") from None
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise InputError(f"{path}: not a readable CSV: {exc}") from None
-        return frame.to_dict("records")
-    raise InputError(f"{path}: unsupported file type (use .csv or .jsonl)")
+        rows, columns = frame.to_dict("records"), [str(c) for c in frame.columns]
+    else:
+        raise InputError(f"{path}: unsupported file type (use .csv or .jsonl)")
+    if not rows and not allow_empty:
+        raise InputError(f"{path}: no rows (the file is empty)")
+    return rows, columns
 
 
 _TRUE = {"true": 1.0, "1": 1.0, "yes": 1.0, "false": 0.0, "0": 0.0, "no": 0.0}
@@ -157,10 +165,8 @@ def read_recorded_file(path: str | Path, teacher: str | None = None,
     """One RouteLLM-format file. Without names, the two score columns are used and the one with
     the higher mean is the teacher."""
     path = Path(path)
-    rows = _read_rows(path)
-    if not rows:
-        raise InputError(f"{path}: no rows (the file is empty)")
-    candidates = score_columns(path, list(rows[0]))
+    rows, columns = read_table(path)
+    candidates = score_columns(path, columns)
     for name in (teacher, student):
         if name is not None and name not in candidates:
             raise InputError(f"{path}: missing score column {name!r} "
@@ -230,10 +236,10 @@ def read_recorded(paths: Sequence[str | Path], teacher: str | None = None,
 def read_prompt_list(path: str | Path) -> list[str]:
     """Prompts listed in a file: JSONL field `eval_prompt` or `prompt`, or CSV column `prompt`."""
     path = Path(path)
-    rows = _read_rows(path)
+    rows, _ = read_table(path, allow_empty=True)
     out = []
     for i, row in enumerate(rows, 1):
-        value = row.get("eval_prompt", row.get("prompt")) if isinstance(row, dict) else None
+        value = row.get("eval_prompt", row.get("prompt"))
         if value is None:
             raise InputError(f"{path}: row {i} has no 'prompt' (or 'eval_prompt') field")
         out.append(str(value))

@@ -70,7 +70,7 @@ def evaluate_scorers(data: RoutingData, names: Sequence[str], routers: Sequence[
         "label_rule": cfg.label_rule, "label_rate": float(positive(labels).mean()), "scorers": {}}
     for name, s in all_scores.items():
         cost_s, cost_t = costs
-        per_fold = _fold_metrics_with_cost(s, fold, data, cost_s, cost_t)
+        per_fold = fold_metrics(s, fold, data, cost_s, cost_t)
         pooled = metrics.evaluate(s, data.q_student, data.q_teacher, labels, cost_s, cost_t,
                                   rounds=bootstrap if name != "random" else 0, seed=seed)
         per_fold |= {k: v for k, v in pooled.items() if k.endswith(("_lo", "_hi"))}
@@ -80,20 +80,6 @@ def evaluate_scorers(data: RoutingData, names: Sequence[str], routers: Sequence[
     if json_out:
         Path(json_out).write_text(json.dumps(report, indent=2) + "\n")
     return report
-
-
-def _fold_metrics_with_cost(s, fold, data, cost_s, cost_t) -> dict[str, float]:
-    if np.ndim(cost_s) == 0:
-        return fold_metrics(s, fold, data)
-    per = []
-    for f in np.unique(fold):
-        i = np.flatnonzero(fold == f)
-        try:
-            per.append(metrics.evaluate(s[i], data.q_student[i], data.q_teacher[i],
-                                        cost_student=cost_s[i], cost_teacher=cost_t[i]))
-        except ValueError:
-            continue
-    return {k: float(np.nanmean([p[k] for p in per])) for k in per[0]}
 
 
 def plot_curves(all_scores: dict[str, np.ndarray], data: RoutingData, path: Path) -> Path:

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from kdroute.errors import InputError
+from kdroute.route.data import positive
 from kdroute.route.features import LEXICAL_NAMES, lexical_matrix
 from kdroute.route.scorers import Scorer, sigmoid
 
@@ -32,7 +33,7 @@ def check_labels(labels: np.ndarray, n: int) -> np.ndarray:
         raise InputError("no training data: need one label per prompt and at least one prompt")
     if not np.all((y >= 0) & (y <= 1)):
         raise InputError("labels must lie in [0, 1]")
-    if not np.any(y > 0.5):
+    if not np.any(positive(y)):
         raise InputError("no positive labels: the student never needs the teacher on this data "
                          "(try another label rule)")
     if y.min() == y.max():
@@ -56,6 +57,13 @@ def fit_logistic(x, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
     model = LogisticRegression(C=c, max_iter=3000)
     model.fit(rows, target, sample_weight=weight)
     return model.coef_[0].astype(np.float64), float(model.intercept_[0])
+
+
+def embed(texts: Sequence[str], max_length: int) -> np.ndarray:
+    """(N, 384) float64 MiniLM embeddings from the process-wide encoder (memoised per text)."""
+    from kdroute.route.embed import get_encoder
+
+    return get_encoder(max_length).encode(list(texts)).astype(np.float64)
 
 
 class _Standardizer:
@@ -84,18 +92,13 @@ class EmbeddingScorer(Scorer):
         self.w: np.ndarray | None = None
         self.b = 0.0
 
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        from kdroute.route.embed import get_encoder
-
-        return get_encoder(self.max_length).encode(list(texts)).astype(np.float64)  # (N, 384)
-
     def fit(self, texts, labels, groups=None) -> EmbeddingScorer:
         y = check_labels(labels, len(texts))
-        self.w, self.b = fit_logistic(self.embed(texts), y, self.c)
+        self.w, self.b = fit_logistic(embed(texts, self.max_length), y, self.c)
         return self
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return sigmoid(self.embed(texts) @ self.w + self.b)
+        return sigmoid(embed(texts, self.max_length) @ self.w + self.b)
 
     def state(self):
         return {"c": self.c, "max_length": self.max_length, "b": self.b}, {"w": self.w}
@@ -199,12 +202,12 @@ class KnnScorer(Scorer):
 
     def fit(self, texts, labels, groups=None) -> KnnScorer:
         y = check_labels(labels, len(texts))
-        self.keys = EmbeddingScorer.embed(self, texts).astype(np.float16)
+        self.keys = embed(texts, self.max_length).astype(np.float16)
         self.values = y.astype(np.float32)
         return self
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
-        q = EmbeddingScorer.embed(self, texts).astype(np.float32)  # (N, 384)
+        q = embed(texts, self.max_length).astype(np.float32)  # (N, 384)
         sims = q @ self.keys.astype(np.float32).T  # (N, M)
         k = min(self.k, sims.shape[1])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (N, k)
@@ -248,7 +251,7 @@ class TaskPriorScorer(Scorer):
         if len(names) == 1:  # one task: the prior is a constant
             self.w, self.b = np.zeros((0, 1)), np.zeros(1)
             return self
-        model = LogisticRegression(C=self.c, max_iter=3000).fit(EmbeddingScorer.embed(self, texts), g)
+        model = LogisticRegression(C=self.c, max_iter=3000).fit(embed(texts, self.max_length), g)
         coef, icpt = model.coef_, model.intercept_
         if len(names) == 2:  # sklearn's binary form: one row for class 1
             coef, icpt = np.vstack([-coef / 2, coef / 2]), np.array([-icpt[0] / 2, icpt[0] / 2])
@@ -258,7 +261,7 @@ class TaskPriorScorer(Scorer):
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
         if self.w.shape[0] == 0:
             return np.full(len(texts), float(self.prior[0]))
-        logits = EmbeddingScorer.embed(self, texts) @ self.w + self.b  # (N, G)
+        logits = embed(texts, self.max_length) @ self.w + self.b  # (N, G)
         p = np.exp(logits - logits.max(1, keepdims=True))
         return (p / p.sum(1, keepdims=True)) @ self.prior
 

@@ -79,13 +79,9 @@ def routing_curve(scores: Sequence[float], q_student: Sequence[float], q_teacher
                  r_student=r_s, r_teacher=r_t)
 
 
-def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
-    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2.0))
-
-
 def apgr(curve: Curve, axis: str = "calls") -> float:
     """Area under PGR over [0, 1] of the call (or cost) axis, by the trapezoid rule."""
-    return _trapezoid(curve.pgr, getattr(curve, axis))
+    return float(np.trapezoid(curve.pgr, getattr(curve, axis)))
 
 
 def apgr_10pt(curve: Curve) -> float:

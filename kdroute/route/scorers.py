@@ -29,7 +29,8 @@ class Scorer:
 
     def fit(self, texts: Sequence[str], labels: np.ndarray,
             groups: Sequence[str] | None = None) -> Scorer:
-        """Learn from N texts, their 0/1 labels and (optionally) the task each came from."""
+        """Learn from N texts, their labels in [0, 1] (0/1 or soft, see `make_labels`) and
+        (optionally) the task each came from."""
         return self
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:

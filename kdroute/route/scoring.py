@@ -8,31 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kdroute.errors import InputError
-from kdroute.jsonl import iter_jsonl
+from kdroute.route.data import read_table
 
 if TYPE_CHECKING:
     from kdroute.config import Settings
 
 CHUNK = 256
-
-
-def _read(path: Path) -> tuple[list[dict], list[str]]:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows = [row for _, row in iter_jsonl(path)]
-        columns = list(dict.fromkeys(k for r in rows for k in r))
-    elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh)
-            rows = list(reader)
-            columns = list(reader.fieldnames or [])
-    else:
-        raise InputError(f"{path}: unsupported file type (use .csv or .jsonl)")
-    if not rows:
-        raise InputError(f"{path}: no rows (the file is empty)")
-    return rows, columns
 
 
 def _conversation(row: dict, path: Path, n: int):
@@ -49,7 +30,7 @@ def score_file(settings: Settings, router_path: Path | None, input_path: Path,
     from kdroute.route import Router, load_router, router_from_artifact
     from kdroute.route.artifact import load_artifact
 
-    rows, columns = _read(Path(input_path))
+    rows, columns = read_table(input_path)
     conversations = [_conversation(r, input_path, i + 1) for i, r in enumerate(rows)]
     router: Router = (router_from_artifact(load_artifact(router_path), 0) if router_path
                       else load_router(settings))

@@ -178,13 +178,18 @@ def cross_val_scores(make: Callable[[], Scorer], data: RoutingData, labels: np.n
     return out, fold
 
 
-def fold_metrics(scores: np.ndarray, fold: np.ndarray, data: RoutingData) -> dict[str, float]:
-    """Mean over folds of each metric (each fold's curve drawn from that fold's model alone)."""
+def fold_metrics(scores: np.ndarray, fold: np.ndarray, data: RoutingData,
+                 cost_student: float | np.ndarray = 0.0, cost_teacher: float | np.ndarray = 1.0
+                 ) -> dict[str, float]:
+    """Mean over folds of each metric (each fold's curve drawn from that fold's model alone);
+    per-prompt cost arrays (N,) add the cost-axis metrics."""
+    cs, ct = np.broadcast_to(cost_student, scores.shape), np.broadcast_to(cost_teacher, scores.shape)
     per = []
     for f in np.unique(fold):
         idx = np.flatnonzero(fold == f)
         try:
-            per.append(metrics.evaluate(scores[idx], data.q_student[idx], data.q_teacher[idx]))
+            per.append(metrics.evaluate(scores[idx], data.q_student[idx], data.q_teacher[idx],
+                                        cost_student=cs[idx], cost_teacher=ct[idx]))
         except ValueError:
             continue
     if not per:
