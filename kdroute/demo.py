@@ -12,7 +12,6 @@ typing the commands gets; a failing stage stops the demo with its exit code.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import socket
@@ -25,6 +24,7 @@ from pathlib import Path
 from kdroute.cli.common import console
 from kdroute.config import Settings
 from kdroute.errors import BackendError, KdrouteError
+from kdroute.jsonl import iter_jsonl
 
 
 @dataclass
@@ -77,17 +77,16 @@ def _latest_run(settings: Settings, kind: str) -> str:
     from kdroute.store import Store
 
     with Store.from_settings(settings) as store:
-        row = store.db.execute("SELECT id FROM runs WHERE kind = ? AND status = 'done' "
-                               "ORDER BY started_at DESC LIMIT 1", [kind]).fetchone()
-    if row is None:
+        run_id = store.latest_run(kind)
+    if run_id is None:
         raise KdrouteError(f"no finished {kind} run in the ledger")
-    return row[0]
+    return run_id
 
 
 def _traffic(root: Path, n: int, seed: int) -> list[dict]:
     """A shuffled sample of the skill suite's validation split: chat prompts with known answers
     that the router never saw (it is trained on the bench samples, i.e. the test split)."""
-    rows = [json.loads(line) for line in (root / "evalsets/data/validation.jsonl").open()]
+    rows = [row for _, row in iter_jsonl(root / "evalsets/data/validation.jsonl")]
     rows = [r for r in rows if r["family"] != "mc"]  # multiple choice is scored by likelihood
     random.Random(seed).shuffle(rows)
     return rows[:n]

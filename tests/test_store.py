@@ -112,3 +112,17 @@ def test_read_helpers_return_dataframes(tmp_store):
     frame = tmp_store.requests_frame()
     assert list(frame["id"]) == ["t0-0", "t0-1", "t0-2"]
     assert frame["teacher_cost_usd"].sum() == 0.03
+
+
+def test_latest_run_is_the_newest_finished_run_of_its_kind(tmp_store):
+    assert tmp_store.latest_run("bench") is None
+    first = tmp_store.start_run("bench", {})
+    tmp_store.finish_run(first)
+    second = tmp_store.start_run("bench", {})
+    tmp_store.finish_run(second)
+    failed = tmp_store.start_run("bench", {})
+    tmp_store.fail_run(failed, "boom")
+    other = tmp_store.start_run("distill", {})
+    tmp_store.finish_run(other)
+    assert tmp_store.latest_run("bench") == second
+    assert tmp_store.latest_run("bench", "failed") == failed

@@ -89,6 +89,12 @@ class Store:
         rows = list(self.db["runs"].rows_where("id = ?", [run_id]))
         return rows[0] if rows else None
 
+    def latest_run(self, kind: str, status: str = "done") -> str | None:
+        """The id of the most recently started run of this kind and status, if any."""
+        rows = list(self.db["runs"].rows_where("kind = ? AND status = ?", [kind, status],
+                                               order_by="started_at DESC", limit=1))
+        return rows[0]["id"] if rows else None
+
     # --- models and training ----------------------------------------------------------------
 
     def upsert_model(self, fingerprint: str, reference: str, kind: str, **fields: Any) -> None:
