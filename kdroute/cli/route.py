@@ -62,6 +62,15 @@ def _apply_target(ctx, target: str | None, value: float | None, label_rule: str 
     return settings
 
 
+def _record_router(ctx, artifact, path: Path) -> None:
+    """The artifact's row in the ledger's `routers` table (written on train and calibrate)."""
+    with state(ctx).store() as store:
+        store.save_router({"version": artifact.version, "scorer": artifact.scorer.name,
+                           "threshold": artifact.threshold, "calibration_json": artifact.calibration,
+                           "teacher": artifact.teacher, "student": artifact.student,
+                           "metrics_json": artifact.metrics, "path": str(Path(path).resolve())})
+
+
 def _print_calibration(cal: dict) -> None:
     console.print(
         f"threshold {cal['threshold']:.4f} for {cal['target']} = {cal['value']:g} on "
@@ -112,11 +121,7 @@ def train(ctx: typer.Context,
         artifact = train_router(rows, scorer, settings, folds, holdout, seed,
                                 progress=lambda m: status.update(m))
     path = save_artifact(artifact, output)
-    with state(ctx).store() as store:
-        store.save_router({"version": artifact.version, "scorer": scorer,
-                           "threshold": artifact.threshold, "calibration_json": artifact.calibration,
-                           "teacher": artifact.teacher, "student": artifact.student,
-                           "metrics_json": artifact.metrics, "path": str(path.resolve())})
+    _record_router(ctx, artifact, path)
     cv = artifact.metrics.get("cv") or {}
     if cv:
         console.print(f"{scorer}: {folds}-fold CV APGR {cv['apgr']:.3f}, CPT(50%) "
@@ -141,29 +146,20 @@ def calibrate(ctx: typer.Context,
     """Pick the threshold on held-out data for a teacher-share, quality or cost target."""
     from kdroute.route.artifact import load_artifact, save_artifact
     from kdroute.route.train import calibrate as pick
-    from kdroute.route.train import request_costs
+    from kdroute.route.train import calibration_costs
 
     settings = _apply_target(ctx, target, value)
     artifact = load_artifact(router)
     rows = _data(ctx, data, exclude, teacher, student, run, task)
     scores = artifact.scorer.score_texts(rows.prompts)
     cfg = settings.router
-    costs = request_costs(rows, settings, output_tokens) if all(
-        m.input_price_per_1m is not None for m in (settings.teacher, settings.student)) else (0, 0)
-    if cfg.calibration_target == "cost_budget" and costs == (0, 0):
-        costs = request_costs(rows, settings, output_tokens)  # raises the missing-price error
+    costs = calibration_costs(rows, settings, output_tokens)
     cal = pick(scores, rows.q_student, rows.q_teacher, cfg.calibration_target,
                cfg.calibration_value, *costs)
     _print_calibration(cal)
     if not dry_run:
         artifact.threshold, artifact.calibration = cal["threshold"], cal
-        save_artifact(artifact, router)
-        with state(ctx).store() as store:
-            store.save_router({"version": artifact.version, "scorer": artifact.scorer.name,
-                               "threshold": artifact.threshold, "calibration_json": cal,
-                               "teacher": artifact.teacher, "student": artifact.student,
-                               "metrics_json": artifact.metrics,
-                               "path": str(Path(router).resolve())})
+        _record_router(ctx, artifact, save_artifact(artifact, router))
         console.print(f"updated {router}")
 
 

@@ -105,6 +105,16 @@ def request_costs(data: RoutingData, settings: Settings, output_tokens: int = 25
 
 # --- calibration ------------------------------------------------------------------------------
 
+def calibration_costs(data: RoutingData, settings: Settings, output_tokens: int = 256
+                      ) -> tuple[np.ndarray | float, np.ndarray | float]:
+    """Per-prompt (student, teacher) costs when prices are configured, else zeros; the
+    cost_budget target needs them (request_costs names the missing price)."""
+    priced = all(m.input_price_per_1m is not None for m in (settings.teacher, settings.student))
+    if priced or settings.router.calibration_target == "cost_budget":
+        return request_costs(data, settings, output_tokens)
+    return 0.0, 0.0
+
+
 def calibrate(scores: Sequence[float], q_student: Sequence[float], q_teacher: Sequence[float],
               target: str, value: float, cost_student: Sequence[float] | float = 0.0,
               cost_teacher: Sequence[float] | float = 0.0) -> dict[str, Any]:
@@ -224,10 +234,7 @@ def train_router(data: RoutingData, scorer: str, settings: Settings, folds: int 
     model = build_scorer(scorer).fit(train.prompts, labels[fit_idx], train.groups)
     say(f"calibrating on {len(cal)} held-out prompts")
     cal_scores = model.score_texts(cal.prompts)
-    costs = (0.0, 0.0)
-    if cfg.calibration_target == "cost_budget" or all(
-            m.input_price_per_1m is not None for m in (settings.teacher, settings.student)):
-        costs = request_costs(cal, settings, output_tokens)
+    costs = calibration_costs(cal, settings, output_tokens)
     calibration = calibrate(cal_scores, cal.q_student, cal.q_teacher, cfg.calibration_target,
                             cfg.calibration_value, *costs)
     try:
