@@ -200,3 +200,19 @@ def test_label_rule_option_overrides_config_and_is_recorded(tmp_path):
     assert res.exit_code != 0 and isinstance(res.exception, InputError)
     assert str(res.exception).startswith("--label-rule nonsense:")
     assert "\n" not in str(res.exception)
+
+
+def test_calibrate_to_a_cost_budget_through_the_cli(tmp_path):
+    csv_path = write_csv(tmp_path / "recorded.csv", synthetic_pairs(n=120, seed=6))
+    env = {"KDROUTE_STORE_PATH": str(tmp_path / "l.db")}
+    out = tmp_path / "r.json"
+    res = runner.invoke(app, ["route", "train", "--data", str(csv_path), "--folds", "3",
+                              "-o", str(out)], env=env)
+    assert res.exit_code == 0, res.output
+    all_teacher = json.loads(out.read_text())["calibration"]["teacher_cost_per_1k"]
+    budget = all_teacher / 2
+    res = runner.invoke(app, ["route", "calibrate", "-r", str(out), "--data", str(csv_path),
+                              "--target", "cost_budget", "--value", str(budget)], env=env)
+    assert res.exit_code == 0, res.output
+    cal = json.loads(out.read_text())["calibration"]
+    assert cal["target"] == "cost_budget" and 0 < cal["cost_per_1k"] <= budget
