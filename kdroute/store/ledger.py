@@ -90,9 +90,10 @@ class Store:
         return rows[0] if rows else None
 
     def latest_run(self, kind: str, status: str = "done") -> str | None:
-        """The id of the most recently started run of this kind and status, if any."""
+        """The id of the most recently started run of this kind and status, if any (start times
+        have one-second resolution: insertion order breaks ties)."""
         rows = list(self.db["runs"].rows_where("kind = ? AND status = ?", [kind, status],
-                                               order_by="started_at DESC", limit=1))
+                                               order_by="started_at DESC, rowid DESC", limit=1))
         return rows[0]["id"] if rows else None
 
     # --- models and training ----------------------------------------------------------------
