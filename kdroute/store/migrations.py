@@ -182,3 +182,54 @@ def m001_initial(db: Database) -> None:
         },
         pk="id",
     )
+
+
+@migrations(name="m002_monitor")
+def m002_monitor(db: Database) -> None:
+    # shadow_evals grows what the monitor needs per pair. A row is either
+    #   kind = "shadow": a student-served request, answered again by the teacher in the background;
+    #   kind = "probe":  while the quality breaker is open, a teacher-served request (the client got
+    #                    the teacher's answer) answered again by the student in the background,
+    #                    so the monitor can see the student recover.
+    # `agreement` is the verdict as a number (1.0 agree, 0.0 disagree, NULL undecided or failed):
+    # the value every rate is computed on; `score` is the raw score of `method` (1/0 for an
+    # extracted-answer match, the cosine for embedding, the judge's probability for llm_judge).
+    # `inclusion_prob` is the probability this request was sampled, so rates weighted by its
+    # inverse are unbiased under stratified sampling. Text columns are filled only when
+    # monitor.store_pairs is on (redacted like the request log).
+    table = db["shadow_evals"]
+    for name, kind in (
+        ("kind", str),  # shadow | probe
+        ("status", str),  # ok | failed
+        ("error", str),
+        ("student_model", str),
+        ("prompt_text", str),
+        ("student_response", str),
+        ("score", float),
+        ("verdict", int),  # 1 agree | 0 disagree | NULL undecided
+        ("inclusion_prob", float),
+        ("router_score", float),
+        ("threshold", float),
+        ("router_version", str),
+        ("slice", str),  # e.g. "family:arith"; the overall stream is "all"
+        ("student_cost_usd", float),  # what a probe's background student answer cost
+    ):
+        table.add_column(name, kind)
+    table.create_index(["request_id"])
+    table.create_index(["kind", "ts"])
+    # alerts: the slice an alert is about ("all" = the whole stream), how many evaluations the
+    # statistic rested on, and the statistic when it resolved. kind says what opened it:
+    # quality (agreement bound below the floor; these drive the breaker), decay (a sequential
+    # detector), input_drift (router-score PSI / teacher share against the calibration).
+    alerts = db["alerts"]
+    for name, kind in (("slice", str), ("n", int), ("resolved_value", float),
+                       ("resolved_bound", float)):
+        alerts.add_column(name, kind)
+    # At most one open alert per (kind, slice), whichever gateway worker opens it first: the
+    # others' INSERT OR IGNORE finds it open. This is what lets several workers share one
+    # breaker state through the ledger.
+    db.execute("CREATE UNIQUE INDEX alerts_one_open ON alerts(kind, slice) "
+               "WHERE resolved_at IS NULL")
+    # requests: the monitor's slice of each request (the same classifier the shadow rows use), so
+    # the breaker can act per slice and the dashboard can filter by it.
+    db["requests"].add_column("slice", str)
