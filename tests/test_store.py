@@ -22,11 +22,14 @@ EXPECTED_COLUMNS = {
                  "route_reason", "router_score", "threshold", "router_version", "latency_ms",
                  "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd", "teacher_cost_usd",
                  "status", "error", "fallback", "stream", "key_id", "prompt_text",
-                 "response_text"],
+                 "response_text", "slice"],
     "shadow_evals": ["id", "request_id", "ts", "teacher_model", "teacher_response", "agreement",
-                     "method", "teacher_cost_usd", "latency_ms"],
+                     "method", "teacher_cost_usd", "latency_ms", "kind", "status", "error",
+                     "student_model", "prompt_text", "student_response", "score", "verdict",
+                     "inclusion_prob", "router_score", "threshold", "router_version", "slice",
+                     "student_cost_usd"],
     "alerts": ["id", "kind", "opened_at", "resolved_at", "statistic", "value", "bound", "window",
-               "threshold", "message"],
+               "threshold", "message", "slice", "n", "resolved_value", "resolved_bound"],
 }
 
 
@@ -35,8 +38,21 @@ def test_migrations_from_empty_db_create_exact_columns(tmp_path):
         for table, columns in EXPECTED_COLUMNS.items():
             assert [c.name for c in store.db[table].columns] == columns, table
         applied = [m.name for m in migrations.applied(store.db)]
-        assert applied[0] == "m001_initial"
+        assert applied[:2] == ["m001_initial", "m002_monitor"]
         assert not migrations.pending(store.db)
+
+
+def test_one_open_alert_per_kind_and_slice(tmp_path):
+    with Store(tmp_path / "a.db") as store:
+        insert = ("INSERT OR IGNORE INTO alerts (kind, slice, opened_at) "
+                  "VALUES ('quality', ?, '2026-01-01')")
+        store.db.execute(insert, ["all"])
+        store.db.execute(insert, ["all"])  # a second worker finds it open: ignored
+        store.db.execute(insert, ["family:arith"])
+        assert store.db.execute("SELECT count(*) FROM alerts").fetchone()[0] == 2
+        store.db.execute("UPDATE alerts SET resolved_at = 'x' WHERE slice = 'all'")
+        store.db.execute(insert, ["all"])  # once resolved, a new alert may open
+        assert store.db.execute("SELECT count(*) FROM alerts").fetchone()[0] == 3
 
 
 def test_reopening_applies_nothing_twice(tmp_path):
