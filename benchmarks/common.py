@@ -32,8 +32,17 @@ def provenance() -> dict:
     }
 
 
+def claim(figure: str, value, target: str | None = None, met: bool | None = None) -> dict:
+    """One row of a benchmark's headline table in RESULTS.md: what was measured, its value, the
+    target it is held to (as text, e.g. ">= 0.95") and whether the target was met."""
+    return {"figure": figure, "value": value, "target": target, "met": met}
+
+
 def write_result(name: str, figures: dict) -> Path:
-    """Write benchmarks/results/<name>.json with the figures and their provenance."""
+    """Write benchmarks/results/<name>.json with the figures and their provenance.
+
+    Optional keys that RESULTS.md renders for people: `claims` (a list of `claim(...)` rows, the
+    headline table) and `plots` (image paths relative to benchmarks/, embedded below it)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({**figures, "provenance": provenance()}, indent=2) + "\n")
