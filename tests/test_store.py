@@ -1,6 +1,8 @@
 import sqlite3
 import threading
 
+import pytest
+
 from kdroute.store import BatchedWriter, Store
 from kdroute.store.migrations import migrations
 
@@ -142,3 +144,26 @@ def test_latest_run_is_the_newest_finished_run_of_its_kind(tmp_store):
     tmp_store.finish_run(other)
     assert tmp_store.latest_run("bench") == second
     assert tmp_store.latest_run("bench", "failed") == failed
+
+
+def test_savings_net_of_shadow_and_probe_costs(tmp_path):
+    with Store(tmp_path / "s.db") as store:
+        store.insert_requests([
+            {"id": "a", "ts": "2026-01-01T00:00:00", "cost_usd": 0.001, "teacher_cost_usd": 0.010},
+            {"id": "b", "ts": "2026-01-01T01:00:00", "cost_usd": 0.020, "teacher_cost_usd": 0.020},
+            {"id": "c", "ts": "2026-01-02T00:00:00", "cost_usd": 0.002, "teacher_cost_usd": 0.030},
+        ])
+        store.insert_shadow({"request_id": "a", "ts": "2026-01-01T00:00:01", "kind": "shadow",
+                             "teacher_cost_usd": 0.004})
+        store.insert_shadow({"request_id": "b", "ts": "2026-01-01T01:00:01", "kind": "probe",
+                             "student_cost_usd": 0.0005})
+        day1 = store.savings(since="2026-01-01", until="2026-01-02")
+        assert day1["requests"] == 2
+        assert day1["gross_usd"] == pytest.approx(0.009)
+        assert day1["monitor_cost_usd"] == pytest.approx(0.0045)
+        assert day1["net_usd"] == pytest.approx(0.0045)
+        assert day1["net_share"] == pytest.approx(0.0045 / 0.030)
+        total = store.savings()
+        assert total["gross_usd"] == pytest.approx(0.037)
+        assert total["net_usd"] == pytest.approx(0.0325)
+        assert Store(tmp_path / "empty.db").savings()["gross_share"] == 0.0

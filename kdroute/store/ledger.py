@@ -19,6 +19,18 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def _time_range(since: str | None, until: str | None,
+                column: str = "ts") -> tuple[str, list[str]]:
+    clauses, params = [], []
+    if since is not None:
+        clauses.append(f"{column} >= ?")
+        params.append(since)
+    if until is not None:
+        clauses.append(f"{column} < ?")
+        params.append(until)
+    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -162,6 +174,25 @@ class Store:
 
     def open_alerts(self) -> list[dict]:
         return list(self.db["alerts"].rows_where("resolved_at IS NULL", order_by="id"))
+
+    def savings(self, since: str | None = None, until: str | None = None) -> dict[str, float]:
+        """What routing saved against "always teacher" over [since, until) (ISO timestamps):
+        `gross` = teacher-equivalent minus actual cost of the requests; `monitor_cost` = what the
+        shadow teacher answers and the breaker's background student probes cost; `net` = gross
+        minus monitor cost. Shares are of the teacher-equivalent cost (0 when there is none)."""
+        where, params = _time_range(since, until)
+        actual, teacher, n = self.db.execute(
+            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(teacher_cost_usd), 0), COUNT(*) "
+            f"FROM requests {where}", params).fetchone()
+        monitor_cost = self.db.execute(
+            "SELECT COALESCE(SUM(COALESCE(teacher_cost_usd, 0) + COALESCE(student_cost_usd, 0)), 0)"
+            f" FROM shadow_evals {where}", params).fetchone()[0]
+        gross = teacher - actual
+        net = gross - monitor_cost
+        return {"requests": n, "actual_usd": actual, "teacher_equivalent_usd": teacher,
+                "gross_usd": gross, "monitor_cost_usd": monitor_cost, "net_usd": net,
+                "gross_share": gross / teacher if teacher else 0.0,
+                "net_share": net / teacher if teacher else 0.0}
 
     # --- reading ----------------------------------------------------------------------------
 
