@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import get_args
 
 import typer
 
 from kdroute.cli.common import console, state
+from kdroute.config import Divergence, TeacherMode
 from kdroute.errors import InputError
 
 _HELP = """Distill a student from the teacher (or train by cross-entropy without one).
@@ -43,9 +45,8 @@ def register(app: typer.Typer) -> None:
                                                     "every --eval-every steps."),
         output: Path | None = typer.Option(None, "--output", "-o",
                                            help="Where the student goes (default: distill.output_dir)."),
-        teacher_mode: str | None = typer.Option(None, help="live | cached | sequence."),
-        loss: str | None = typer.Option(None, help="forward_kl | reverse_kl | jsd | skew_kl | "
-                                        "skew_reverse_kl | tvd."),
+        teacher_mode: str | None = typer.Option(None, help=" | ".join(get_args(TeacherMode)) + "."),
+        loss: str | None = typer.Option(None, help=" | ".join(get_args(Divergence)) + "."),
         kd_temperature: float | None = typer.Option(None, help="Softmax temperature of the KD loss."),
         alpha_ce: float | None = typer.Option(None, help="Weight of the hard-label loss."),
         alpha_kd: float | None = typer.Option(None, help="Weight of the KD loss."),

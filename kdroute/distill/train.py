@@ -172,7 +172,8 @@ def evaluate(job: DistillJob, model: nn.Module, signal: TeacherSignal, encoded: 
                 beta=job.jsd_beta, alpha=job.skew_alpha, num_tokens=n))
     model.train()
     kd = totals.get("kd_loss")
-    totals["loss"] = totals["ce_loss"] if kd is None else job.alpha_ce * totals["ce_loss"] + job.alpha_kd * kd
+    totals["loss"] = L.blend(totals["ce_loss"], kd, job.alpha_ce if kd is not None else 1.0,
+                             job.alpha_kd)
     return totals
 
 
