@@ -21,6 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from kdroute.errors import ConfigError
 
 ENV_PREFIX = "KDROUTE_"
+# The one list of each choice: distill's job check, losses and CLI help read them with get_args.
+Divergence = Literal["forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd"]
+TeacherMode = Literal["live", "cached", "sequence"]
 DEFAULT_CONFIG_NAME = "config.toml"
 
 
@@ -89,10 +92,8 @@ class MonitorConfig(_Section):
 class DistillConfig(_Section):
     data: str = "evalsets/data/train.jsonl"
     output_dir: str = "runs/distill"
-    teacher_mode: Literal["live", "cached", "sequence"] = "live"
-    loss: Literal[
-        "forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd"
-    ] = "forward_kl"
+    teacher_mode: TeacherMode = "live"
+    loss: Divergence = "forward_kl"
     kd_temperature: float = Field(default=2.0, gt=0)
     alpha_ce: float = Field(default=0.5, ge=0)
     alpha_kd: float = Field(default=0.5, ge=0)

@@ -2,11 +2,11 @@
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import REPO
 
-from kdroute.bench import harness
 from kdroute.cli import common, main
 from kdroute.config import load_config
 from kdroute.store import Store
@@ -45,36 +45,51 @@ def kdroute(config, *args, monkeypatch, capsys):
     return code, out.out, out.err
 
 
-@pytest.fixture
-def eval_calls(monkeypatch):
-    """Records the role of every model lm-eval evaluates (the real evaluation still runs)."""
-    calls = []
-    real = harness.evaluate
+def summary_of(store, run_id) -> dict:
+    """The run's summary.json, found through the ledger's record of its report folder."""
+    return json.loads((Path(store.run(run_id)["output_dir"]) / "summary.json").read_text())
 
-    def spy(spec, tasks, *args, **kwargs):
-        calls.append((spec.role, [t.name for t in tasks]))
-        return real(spec, tasks, *args, **kwargs)
 
-    monkeypatch.setattr(harness, "evaluate", spy)
-    return calls
+def origins(summary) -> dict:
+    """role -> (tasks lm-eval evaluated, tasks taken from the ledger's cache)."""
+    return {role: (m["evaluated_tasks"], m["cached_tasks"])
+            for role, m in summary["models"].items()}
+
+
+def implied_verdicts(store, run_id, min_retention) -> dict:
+    """task -> the verdict the run's recorded primary scores imply: PASS when the student keeps
+    at least min_retention of the teacher's score, n/a when the teacher scores 0."""
+    scores = store.frame("SELECT role, task, value FROM bench_results WHERE run_id = ? "
+                         "AND metric IN ('exact_match,extract', 'acc,none')", [run_id])
+    table = scores.pivot(index="task", columns="role", values="value")
+    return {task: "n/a" if row.teacher <= 0 else
+            "PASS" if row.student / row.teacher >= min_retention else "FAIL"
+            for task, row in table.iterrows()}
 
 
 def latest_run(store):
     return store.frame("SELECT * FROM runs ORDER BY started_at DESC LIMIT 1").iloc[0]
 
 
-def test_bench_writes_results_samples_table_and_report(world, monkeypatch, capsys, eval_calls):
+def test_bench_writes_results_samples_table_and_report(world, monkeypatch, capsys):
     root, config = world
     code, out, _ = kdroute(config, "bench", monkeypatch=monkeypatch, capsys=capsys)
     assert code == 0, out
-    assert [role for role, _ in eval_calls] == ["teacher", "student"]
     for text in ("student vs teacher", "retention", "chance-corr.", "gen tokens/s",
                  "latency p95 ms", "speed-up", *TASKS):
         assert text in out
-    assert "PASS" in out or "FAIL" in out
     with Store(root / "ledger.db") as store:
         run = latest_run(store)
         assert run["status"] == "done"
+        assert origins(summary_of(store, run["id"])) == {"teacher": (TASKS, []),
+                                                          "student": (TASKS, [])}
+        verdicts = implied_verdicts(store, run["id"], load_config(config).bench.min_retention)
+    assert set(verdicts) == set(TASKS)
+    failing = [task for task, v in verdicts.items() if v == "FAIL"]
+    gate_line = next(line for line in out.splitlines() if line.startswith(("PASS", "FAIL")))
+    assert gate_line.startswith("FAIL" if failing else "PASS"), gate_line
+    assert all(task in gate_line for task in failing)
+    with Store(root / "ledger.db") as store:
         results = store.frame("SELECT * FROM bench_results WHERE run_id = ?", [run["id"]])
         scored = results[results.task != "speed"]
         assert set(scored.task) == set(TASKS) and set(scored.role) == {"teacher", "student"}
@@ -94,17 +109,20 @@ def test_bench_writes_results_samples_table_and_report(world, monkeypatch, capsy
     assert (report / "retention.png").read_bytes()[:4] == b"\x89PNG"
     summary = json.loads((report / "summary.json").read_text())
     assert summary["models"]["teacher"]["evaluated_tasks"] == TASKS
+    assert {c["task"]: c["verdict"] for c in summary["comparisons"]} == verdicts
     assert not list((root / "runs").glob("*.partial"))
 
 
-def test_second_run_reuses_the_cached_teacher_and_gates(world, monkeypatch, capsys, eval_calls):
+def test_second_run_reuses_the_cached_teacher_and_gates(world, monkeypatch, capsys):
     root, config = world
     code, out, _ = kdroute(config, "bench", "--gate", "--min-retention", "1.0",
                            monkeypatch=monkeypatch, capsys=capsys)
-    assert eval_calls == [("student", TASKS)]  # the teacher came from the ledger
     with Store(root / "ledger.db") as store:
         first, second = store.frame(
             "SELECT id FROM runs WHERE status = 'done' ORDER BY started_at").id.tolist()[-2:]
+        # the teacher came from the ledger; only the student was evaluated
+        assert origins(summary_of(store, second)) == {"teacher": ([], TASKS),
+                                                       "student": (TASKS, [])}
         frame = store.frame("SELECT run_id, role, task, doc_id, response, score, cache_key "
                             "FROM bench_samples WHERE role = 'teacher' ORDER BY task, doc_id")
         scores = store.frame("SELECT role, task, value FROM bench_results WHERE run_id = ? "
@@ -131,13 +149,15 @@ def test_second_run_reuses_the_cached_teacher_and_gates(world, monkeypatch, caps
     assert len(result.models["teacher"].samples) == LIMIT
 
 
-def test_no_cache_evaluates_the_teacher_again(world, eval_calls):
+def test_no_cache_evaluates_the_teacher_again(world):
     root, config = world
     from kdroute.bench import run_bench
 
     settings = load_config(config)
     result = run_bench(settings, tasks=["kdroute_mc"], use_cache=False, measure_speed=False)
-    assert [role for role, _ in eval_calls] == ["teacher", "student"]
+    with Store(root / "ledger.db") as store:
+        assert origins(summary_of(store, result.run_id)) == {"teacher": (["kdroute_mc"], []),
+                                                              "student": (["kdroute_mc"], [])}
     assert result.evaluated == ["teacher", "student"]
     assert set(result.scores("teacher")) == {"kdroute_mc"}
     assert result.report_dir is not None and (result.report_dir / "report.md").is_file()

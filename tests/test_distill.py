@@ -48,6 +48,16 @@ def test_kd_loss_falls_and_run_lands_in_ledger_and_card(toy, tmp_store):
     assert tmp_store.run(result.run_id)["status"] == "done"
     metrics = tmp_store.table_frame("training_metrics")
     assert (metrics["split"] == "train").sum() == 20 and (metrics["split"] == "validation").sum() == 2
+    assert card["teacher"]["fingerprint"] == bench_fingerprint(toy / "teacher")
+
+
+def bench_fingerprint(model_dir) -> str:
+    """The fingerprint `kdroute bench` records in the ledger for a local model."""
+    from kdroute.bench import models
+    from kdroute.config import ModelConfig, Settings
+
+    return models.fingerprint(models.from_config("teacher", ModelConfig(model=f"hf:{model_dir}"),
+                                                 Settings()))
 
 
 def test_resume_after_a_stop_equals_an_uninterrupted_run(toy):
@@ -85,6 +95,8 @@ def test_cached_teacher_trains_without_loading_the_teacher(toy):
                       teacher_cache=shards[0].parent, steps=20), progress=False)
     kd = [h["kd_loss"] for h in alone.history]
     assert kd[0] == pytest.approx(first.history[0]["kd_loss"], rel=1e-5)
+    alone_card = json.loads((toy / "cache-only" / "kdroute_card.json").read_text())
+    assert alone_card["teacher"]["fingerprint"] == bench_fingerprint(toy / "teacher")
     assert sum(kd[-4:]) < 0.7 * sum(kd[:4])
 
 

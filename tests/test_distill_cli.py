@@ -40,7 +40,9 @@ def distill(root, *args):
     (["--data", "missing.jsonl"], "missing.jsonl: training data not found"),
     (["--teacher", "no-such-dir"], "is not a local model directory"),
     (["--teacher-mode", "cached", "--hidden-weight", "1"], "need a live local teacher"),
-    (["--train-examples", "-5"], "train_examples must be >= 1"),
+    (["--train-examples", "-5"], "train_examples must be >= 0"),  # 0 = all rows, as in config
+    (["--teacher-mode", "nope"], "unknown teacher_mode 'nope'; choose one of live, cached"),
+    (["--kd-temperature", "0"], "--kd-temperature: kd_temperature must be > 0 (got 0.0)"),
 ])
 def test_bad_input_is_one_line_before_torch_is_imported(pair, args, message):
     proc = distill(pair, *args)
@@ -54,3 +56,21 @@ def test_incompatible_tokenizers_are_refused_with_the_way_out(pair):
     assert proc.returncode == 2, proc.stderr
     assert "tokenizers differ" in proc.stderr and "teacher_mode = sequence" in proc.stderr
     assert not (pair / "out").exists()
+
+
+def test_options_override_config_keys_and_both_reach_the_job(pair):
+    (pair / "k.toml").write_text('[store]\npath = "k.db"\n'
+                                 '[distill]\nwarmup_steps = 7\nalpha_ce = 0.25\nsteps = 50\n')
+    proc = subprocess.run([sys.executable, "-m", "kdroute", "--config", str(pair / "k.toml"),
+                           "distill", "--data", str(pair / "d.jsonl"), "--teacher",
+                           str(pair / "teacher"), "-o", str(pair / "k-out"), "--steps", "1",
+                           "--alpha-kd", "0.75", "--no-progress"],
+                          capture_output=True, text=True, cwd=pair)
+    assert proc.returncode == 0, proc.stderr
+    from kdroute.store import Store
+
+    with Store(pair / "k.db") as store:
+        job = json.loads(store.frame("SELECT config_json FROM runs WHERE kind = 'distill'")
+                         .config_json[0])
+    assert (job["warmup_steps"], job["alpha_ce"]) == (7, 0.25)  # from the config file
+    assert (job["steps"], job["alpha_kd"]) == (1, 0.75)  # from the options

@@ -1,3 +1,4 @@
+import json
 import sqlite3
 import threading
 
@@ -125,11 +126,33 @@ def test_cached_bench_returns_finished_run(tmp_store):
     assert results[0]["value"] == 0.5 and samples[0]["score"] == 1.0
 
 
+def test_record_bench_keeps_all_of_a_run_or_nothing(tmp_store):
+    run = tmp_store.start_run("bench")
+    model = {"fingerprint": "fp", "reference": "hf:m", "kind": "hf", "params": 10}
+    result = {"task": "t", "metric": "acc", "value": 0.5, "cache_key": "k"}
+    bad_sample = {"task": "t", "doc_id": 0, "score": 1.0, "no_such_column": 1}
+    with pytest.raises(sqlite3.OperationalError):
+        tmp_store.record_bench(run, [model], [result], [bad_sample], output_dir="out",
+                               summary={"gate": "PASS"})
+    for table in ("models", "bench_results", "bench_samples"):
+        assert tmp_store.count(table) == 0, table
+    assert tmp_store.run(run)["status"] == "running" and tmp_store.run(run)["output_dir"] is None
+    sample = {"task": "t", "doc_id": 0, "score": 1.0, "cache_key": "k"}
+    tmp_store.record_bench(run, [model], [result], [sample], output_dir="out",
+                           summary={"gate": "PASS"})
+    row = tmp_store.run(run)
+    assert row["status"] == "done" and row["output_dir"] == "out"
+    assert json.loads(row["config_json"]) == {"gate": "PASS"}
+    assert tmp_store.count("models") == 1 and tmp_store.cached_bench("k") is not None
+
+
 def test_read_helpers_return_dataframes(tmp_store):
     tmp_store.insert_requests([_request_row(0, i) for i in range(3)])
     frame = tmp_store.requests_frame()
     assert list(frame["id"]) == ["t0-0", "t0-1", "t0-2"]
     assert frame["teacher_cost_usd"].sum() == 0.03
+    assert tmp_store.requests_frame(since="2026-01-01T00:00:00").shape[0] == 3
+    assert tmp_store.requests_frame(since="2026-01-02").empty
 
 
 def test_latest_run_is_the_newest_finished_run_of_its_kind(tmp_store):

@@ -15,15 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from kdroute.errors import BackendError, InputError
+from kdroute.fingerprint import model_fingerprint
 
 if TYPE_CHECKING:
     from kdroute.config import ModelConfig, Settings
 
 Api = Literal["chat", "completions"]
 ROLES = ("teacher", "student", "system")
-# Files that define a local model's behaviour; anything else in the folder (logs, checkpoints of
-# other runs) does not change the fingerprint.
-_FINGERPRINT_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja")
 _OPENAI_BASE = "https://api.openai.com/v1"
 
 
@@ -119,20 +117,14 @@ def _auth_header(spec: ModelSpec) -> dict[str, str]:
 
 
 def fingerprint(spec: ModelSpec) -> str:
-    """sha256 of the model's defining files (hf) or of its endpoint identity, 16 hex digits."""
+    """The model's defining files (hf: `kdroute.fingerprint`, shared with distillation) or its
+    endpoint identity, hashed to 16 hex digits."""
     digest = hashlib.sha256()
     if spec.kind == "endpoint":
         digest.update(f"endpoint\0{spec.api_base}\0{spec.api_model}\0{spec.api}".encode())
         return digest.hexdigest()[:16]
     assert spec.path is not None
-    files = sorted(p for p in spec.path.iterdir()
-                   if p.is_file() and p.name.endswith(_FINGERPRINT_SUFFIXES))
-    for file in files:
-        digest.update(file.name.encode() + b"\0")
-        with file.open("rb") as handle:
-            while chunk := handle.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()[:16]
+    return model_fingerprint(spec.path)
 
 
 def lm_eval_args(spec: ModelSpec) -> tuple[str, dict]:

@@ -1,8 +1,9 @@
 """One bench run: evaluate (or reuse) the teacher, evaluate the student (and the routed system),
 compare, gate, record everything in the ledger and write the report.
 
-Nothing reaches the ledger or the output folder until every model has been evaluated; a failure
-at any point marks the run failed, drops its rows and leaves no report folder behind.
+Nothing reaches the ledger or the output folder until every model has been evaluated; then the
+whole run lands in one transaction (`Store.record_bench`). A failure at any point marks the run
+failed with nothing kept and leaves no report folder behind.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def run_bench(settings: Settings, store: Store | None = None, *, teacher: Any = 
     try:
         result = _bench(store, run_id, specs, opts, progress or (lambda _msg: None))
         tmp_dir = _write_outputs(result, opts)
-        _commit(store, run_id, result, opts, tmp_dir)
+        _commit(store, run_id, result, tmp_dir)
         return result
     except BaseException as exc:
         message = str(exc) if isinstance(exc, KdrouteError) else f"{type(exc).__name__}: {exc}"
@@ -348,22 +349,31 @@ def _write_outputs(result: BenchResult, opts: Options) -> Path | None:
     return tmp
 
 
-def _commit(store: Store, run_id: str, result: BenchResult, opts: Options,
-            tmp_dir: Path | None) -> None:
-    for model in result.models.values():
-        spec = model.spec
-        store.upsert_model(model.fingerprint, spec.reference, spec.kind,
-                           params=int(p) if (p := (model.speed or {}).get("params")) else None,
-                           input_price_per_1m=spec.prices[0], output_price_per_1m=spec.prices[1])
-        store.save_bench(run_id, model.results, model.samples)
-    final = None
+def _commit(store: Store, run_id: str, result: BenchResult, tmp_dir: Path | None) -> None:
+    """Publish the report folder, then record the whole run in one transaction; if that fails
+    the folder goes again, so a run is either done with its report or failed without one."""
+    final = tmp_dir.with_name(run_id) if tmp_dir is not None else None
     if tmp_dir is not None:
-        final = tmp_dir.with_name(run_id)
         tmp_dir.rename(final)
-        result.report_dir = final
-    store.update_run(run_id, output_dir=str(final) if final else None,
-                     config=_run_summary(result))
-    store.finish_run(run_id)
+    try:
+        store.record_bench(run_id, [_model_row(m) for m in result.models.values()],
+                           [r for m in result.models.values() for r in m.results],
+                           [s for m in result.models.values() for s in m.samples],
+                           output_dir=str(final) if final else None, summary=_run_summary(result))
+    except BaseException:
+        if final is not None:
+            shutil.rmtree(final, ignore_errors=True)
+        raise
+    result.report_dir = final
+
+
+def _model_row(model: ModelResult) -> dict:
+    """The model's row of the ledger's models table."""
+    params = (model.speed or {}).get("params")
+    return {"fingerprint": model.fingerprint, "reference": model.spec.reference,
+            "kind": model.spec.kind, "params": int(params) if params else None,
+            "input_price_per_1m": model.spec.prices[0],
+            "output_price_per_1m": model.spec.prices[1]}
 
 
 def _run_summary(result: BenchResult) -> dict:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import get_args
 
 import typer
+from pydantic import ValidationError
 
 from kdroute.cli.common import console, state
+from kdroute.config import DistillConfig, Divergence, TeacherMode
 from kdroute.errors import InputError
 
 _HELP = """Distill a student from the teacher (or train by cross-entropy without one).
@@ -43,9 +46,8 @@ def register(app: typer.Typer) -> None:
                                                     "every --eval-every steps."),
         output: Path | None = typer.Option(None, "--output", "-o",
                                            help="Where the student goes (default: distill.output_dir)."),
-        teacher_mode: str | None = typer.Option(None, help="live | cached | sequence."),
-        loss: str | None = typer.Option(None, help="forward_kl | reverse_kl | jsd | skew_kl | "
-                                        "skew_reverse_kl | tvd."),
+        teacher_mode: str | None = typer.Option(None, help=" | ".join(get_args(TeacherMode)) + "."),
+        loss: str | None = typer.Option(None, help=" | ".join(get_args(Divergence)) + "."),
         kd_temperature: float | None = typer.Option(None, help="Softmax temperature of the KD loss."),
         alpha_ce: float | None = typer.Option(None, help="Weight of the hard-label loss."),
         alpha_kd: float | None = typer.Option(None, help="Weight of the KD loss."),
@@ -72,22 +74,10 @@ def register(app: typer.Typer) -> None:
         if preset is not None:
             _run_preset(preset, settings, st, progress)
             return
-        cfg = settings.distill
-        given = {k: v for k, v in dict(
-            teacher_mode=teacher_mode, loss=loss, kd_temperature=kd_temperature,
-            alpha_ce=alpha_ce, alpha_kd=alpha_kd, jsd_beta=jsd_beta, skew_alpha=skew_alpha,
-            hidden_weight=hidden_weight, attention_weight=attention_weight, top_k=top_k,
-            steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, seed=seed,
-            train_examples=train_examples).items()
-            if v is not None}
         from kdroute.distill.job import DistillJob
 
-        fields = {k: getattr(cfg, k) for k in (
-            "teacher_mode", "loss", "kd_temperature", "alpha_ce", "alpha_kd", "jsd_beta",
-            "skew_alpha", "hidden_weight", "attention_weight", "top_k", "steps", "batch_size",
-            "grad_accum", "lr", "warmup_steps", "max_grad_norm", "seed", "checkpoint_every",
-            "eval_every", "train_examples")} | given
-        fields["train_examples"] = fields["train_examples"] or None  # 0 = all rows
+        cfg = settings.distill
+        fields = _job_fields(cfg, ctx.params)  # the options named like [distill] keys
         teacher_dir = None if no_teacher or teacher_cache else _teacher_dir(teacher, settings)
         job = DistillJob(
             data=data or settings.path(cfg.data), output_dir=output or settings.path(cfg.output_dir),
@@ -99,6 +89,45 @@ def register(app: typer.Typer) -> None:
         if no_teacher:
             job.alpha_kd = 0.0
         _train(job, st, progress)
+
+
+# Paths given on the command line resolve against the working directory, the config's against
+# the config file's folder: they are merged apart from the other keys.
+_PATH_KEYS = ("data", "output_dir")
+
+
+def _job_fields(cfg: DistillConfig, params: dict) -> dict:
+    """The [distill] keys with the options given on the command line, validated like the config
+    file (cli/serve.py's pattern), as DistillJob fields."""
+    given = {k: v for k, v in params.items()
+             if k in DistillConfig.model_fields and k not in _PATH_KEYS and v is not None}
+    try:
+        merged = DistillConfig.model_validate(cfg.model_dump() | given)
+    except ValidationError as exc:
+        raise InputError(_describe(exc)) from None
+    fields = {k: v for k, v in merged.model_dump().items() if k not in _PATH_KEYS}
+    fields["train_examples"] = fields["train_examples"] or None  # 0 = all rows
+    return fields
+
+
+def _describe(exc: ValidationError) -> str:
+    """One line for a bad option, in the words DistillJob.check uses for the same mistake."""
+    err = exc.errors()[0]
+    key, got = str(err["loc"][0]), err.get("input")
+    field = DistillConfig.model_fields[key]
+    if err["type"] == "literal_error":
+        return (f"--{key.replace('_', '-')}: unknown {key} {got!r}; choose one of "
+                f"{', '.join(get_args(field.annotation))}")
+    bounds = {name: getattr(m, name) for m in field.metadata
+              for name in ("ge", "gt", "le", "lt") if getattr(m, name, None) is not None}
+    if "ge" in bounds and "le" in bounds:
+        rule = f"must be in [{bounds['ge']}, {bounds['le']}]"
+    elif bounds:
+        ops = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+        rule = "must be " + " and ".join(f"{ops[n]} {v}" for n, v in bounds.items())
+    else:
+        rule = err["msg"].lower()
+    return f"--{key.replace('_', '-')}: {key} {rule} (got {got!r})"
 
 
 def _teacher_dir(ref: str | None, settings) -> str:

@@ -19,23 +19,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kdroute.distill.data import Encoded, collate
+from kdroute.distill.data import IGNORE_INDEX, Encoded, collate
+from kdroute.fingerprint import model_fingerprint  # noqa: F401  (importable here, as before)
 
 if TYPE_CHECKING:
     import torch
 
 SHARD_EXAMPLES = 4096
-
-
-def model_fingerprint(path: str | Path) -> str:
-    """sha256 of a local model's config and weight files (stable across renames and copies)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    for file in sorted(path.iterdir()):
-        if file.name == "config.json" or file.suffix in (".safetensors", ".bin"):
-            digest.update(file.name.encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -82,7 +72,7 @@ class TeacherCache:
         tails = torch.full((b, t), -30.0)
         for row, ex in enumerate(example_ids):
             lo, hi = int(self.offsets[ex]), int(self.offsets[ex + 1])
-            positions = (shifted_labels[row] != -100).nonzero().squeeze(-1)
+            positions = (shifted_labels[row] != IGNORE_INDEX).nonzero().squeeze(-1)
             if len(positions) != hi - lo:
                 raise ValueError(f"teacher cache {self.directory} does not match the data "
                                  f"(example {ex}: {hi - lo} cached positions, {len(positions)} now)")
@@ -101,7 +91,13 @@ def build_topk_cache(teacher, encoded: list[Encoded], directory: str | Path, *, 
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
-    from kdroute.distill.losses import causal_shift, slice_vocab, tail_log_prob, teacher_topk
+    from kdroute.distill.losses import (
+        causal_shift,
+        slice_vocab,
+        tail_log_prob,
+        teacher_topk,
+        valid_mask,
+    )
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -123,7 +119,7 @@ def build_topk_cache(teacher, encoded: list[Encoded], directory: str | Path, *, 
                                  attention_mask=batch["attention_mask"]).logits
             logits, labels = causal_shift(slice_vocab(logits, vocab_size), batch["labels"])
             v, i = teacher_topk(logits, k, temperature)  # (B, T, k)
-            mask = labels != -100
+            mask = valid_mask(labels)
             values.append(v[mask].half())
             indices.append(i[mask].to(index_dtype))
             tails.append(tail_log_prob(v)[mask])  # float32, before rounding
@@ -134,7 +130,7 @@ def build_topk_cache(teacher, encoded: list[Encoded], directory: str | Path, *, 
                    "tails": torch.cat(tails), "counts": torch.cat(counts)}, tmp)
         os.replace(tmp, directory / name)  # atomic: a shard is there whole or not at all
     bar.close()
-    n_tokens = sum(sum(1 for x in e.labels[1:] if x != -100) for e in encoded)
+    n_tokens = sum(sum(1 for x in e.labels[1:] if x != IGNORE_INDEX) for e in encoded)
     n_bytes = sum((directory / name).stat().st_size for name in names)
     info = {**(meta or {}), "k": k, "temperature": temperature, "shards": names,
             "examples": len(encoded), "tokens": n_tokens, "bytes": n_bytes,

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
+from kdroute.config import Divergence, TeacherMode
 from kdroute.errors import InputError
 
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd")
-TEACHER_MODES = ("live", "cached", "sequence")
+DIVERGENCES: tuple[str, ...] = get_args(Divergence)
+TEACHER_MODES: tuple[str, ...] = get_args(TeacherMode)
 
 
 @dataclass

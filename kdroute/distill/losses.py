@@ -3,7 +3,8 @@
 Conventions shared by every function here:
 
 - `logits` are next-token logits already aligned with `labels` (use `causal_shift` first):
-  student and teacher logits are (B, T, V), labels are (B, T) with -100 where no loss is taken.
+  student and teacher logits are (B, T, V), labels are (B, T) with IGNORE_INDEX (-100) where
+  no loss is taken.
 - Every token-level loss returns the SUM over valid tokens divided by `num_tokens`; pass the
   number of valid tokens of the whole gradient-accumulation batch (all micro-batches, all
   processes) so that accumulating 4 micro-batches equals one big batch exactly. Left as None it
@@ -20,12 +21,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "skew_kl", "skew_reverse_kl", "tvd")
+from kdroute.config import Divergence
+from kdroute.distill.data import IGNORE_INDEX  # where labels get it
+
+DIVERGENCES: tuple[str, ...] = get_args(Divergence)
 _TAIL_EPS = 1e-12  # floor of a tail bucket's mass, so log(0) never reaches the gradient
 
 

@@ -22,6 +22,7 @@ from kdroute.distill.modeling import (
     load_tokenizer,
 )
 from kdroute.errors import InputError
+from kdroute.fingerprint import model_fingerprint
 
 
 @dataclass
@@ -72,7 +73,7 @@ def prepare_signal(job: DistillJob, accelerator, progress: bool = True) -> Setup
     lineage: dict[str, Any] = {"data": {"path": str(job.data), "sha256": file_hash(job.data)}}
     needs_teacher = job.alpha_kd > 0 or job.hidden_weight > 0 or job.attention_weight > 0
     if job.teacher is not None:
-        lineage["teacher"] = {"path": str(job.teacher), "fingerprint": C.model_fingerprint(job.teacher)}
+        lineage["teacher"] = {"path": str(job.teacher), "fingerprint": model_fingerprint(job.teacher)}
     teacher, signal, data_path = None, TeacherSignal("none"), Path(job.data)
     if job.teacher_mode in ("live", "cached") and needs_teacher and teacher_tok is not None:
         check_tokenizers(tokenizer, teacher_tok)
@@ -124,7 +125,7 @@ def _ensure_cache(job: DistillJob, tokenizer, accelerator, progress: bool) -> tu
             raise InputError(f"{job.teacher_cache}: cached at kd_temperature "
                              f"{info['temperature']}, not {job.kd_temperature}")
         return Path(job.teacher_cache), info
-    meta = {"teacher_fingerprint": C.model_fingerprint(job.teacher),
+    meta = {"teacher_fingerprint": model_fingerprint(job.teacher),
             "tokenizer_fingerprint": C.tokenizer_fingerprint(tokenizer),
             "data_sha256": file_hash(job.data),
             "max_length": job.max_length}
@@ -146,7 +147,7 @@ def _ensure_cache(job: DistillJob, tokenizer, accelerator, progress: bool) -> tu
 def _ensure_sequence_data(job: DistillJob, teacher_tok, accelerator, progress: bool) -> Path:
     """Teacher-generated answers to the training prompts, as a prompt/response JSONL (cached)."""
     data_sha = file_hash(job.data)
-    key = C.cache_key(C.model_fingerprint(job.teacher), C.tokenizer_fingerprint(teacher_tok),
+    key = C.cache_key(model_fingerprint(job.teacher), C.tokenizer_fingerprint(teacher_tok),
                       data_sha, 0, 0.0, job.max_length)
     path = Path(job.cache_dir) / f"sequence-{key}.jsonl"
     if not path.is_file() and accelerator.is_main_process:

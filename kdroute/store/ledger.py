@@ -133,6 +133,22 @@ class Store:
             self.db["bench_samples"].insert_all(({"run_id": run_id, **s} for s in samples),
                                                 batch_size=500)
 
+    def record_bench(self, run_id: str, models: Iterable[Mapping[str, Any]],
+                     results: Iterable[Mapping[str, Any]], samples: Iterable[Mapping[str, Any]],
+                     *, output_dir: str | None, summary: Mapping[str, Any]) -> None:
+        """Everything a finished bench run keeps, in one transaction: its models (`models` rows),
+        result and sample rows, where its report is, its summary, and status done. On any error
+        nothing of it is kept and the run is still running, for the caller's `fail_run`."""
+        with self.db.atomic():
+            for model in models:
+                self.upsert_model(**model)
+            self.save_bench(run_id, results, samples)
+            fields = {"config_json": json.dumps(summary, default=str)}
+            if output_dir is not None:
+                fields["output_dir"] = output_dir
+            self.db["runs"].update(run_id, fields)
+            self.finish_run(run_id)
+
     def cached_bench(self, cache_key: str) -> tuple[list[dict], list[dict]] | None:
         """Results and samples of the newest finished run with this cache key, if any."""
         row = self.db.execute(
@@ -209,34 +225,13 @@ class Store:
 
         return pd.read_sql_query(sql, self.db.conn, params=list(params))
 
-    def table_frame(self, table: str, where: str | None = None, params: Iterable[Any] = (),
-                    order_by: str | None = None) -> pd.DataFrame:
+    def table_frame(self, table: str) -> pd.DataFrame:
+        """A whole table as a DataFrame."""
         if table not in self.db.table_names():
             raise StoreError(f"no table {table!r} in the ledger")
-        sql = f"SELECT * FROM [{table}]"
-        if where:
-            sql += f" WHERE {where}"
-        if order_by:
-            sql += f" ORDER BY {order_by}"
-        return self.frame(sql, params)
+        return self.frame(f"SELECT * FROM [{table}]")
 
     def requests_frame(self, since: str | None = None) -> pd.DataFrame:
-        return self.table_frame("requests", "ts >= ?" if since else None,
-                                [since] if since else (), order_by="ts")
-
-    def bench_frame(self, run_id: str | None = None) -> pd.DataFrame:
-        return self.table_frame("bench_results", "run_id = ?" if run_id else None,
-                                [run_id] if run_id else (), order_by="id")
-
-    # --- bench (additions) ------------------------------------------------------------------
-
-    def update_run(self, run_id: str, *, output_dir: str | None = None,
-                   config: Mapping[str, Any] | None = None) -> None:
-        """Record where a run wrote its outputs and what it finally ran (its summary)."""
-        fields: dict[str, Any] = {}
-        if output_dir is not None:
-            fields["output_dir"] = output_dir
-        if config is not None:
-            fields["config_json"] = json.dumps(config, default=str)
-        if fields:
-            self.db["runs"].update(run_id, fields)
+        """Gateway requests from `since` (an ISO timestamp; None = all), oldest first."""
+        where, params = _time_range(since, None)
+        return self.frame(f"SELECT * FROM requests {where} ORDER BY ts", params)
