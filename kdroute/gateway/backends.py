@@ -28,30 +28,12 @@ import httpx
 
 from kdroute.config import ModelConfig, Settings
 from kdroute.errors import ConfigError
+from kdroute.gateway.errors import LOCAL_PROVIDER, UpstreamError
 
 T = TypeVar("T")
 # litellm provider prefixes that speak the OpenAI wire protocol at `api_base`.
 OPENAI_COMPATIBLE = ("openai", "hosted_vllm", "custom_openai", "openai_like", "lm_studio")
-LOCAL_PROVIDER = "kdroute_hf"
 ENDPOINT_PATHS = {"chat": "/chat/completions", "completions": "/completions"}
-
-
-class UpstreamError(Exception):
-    """A back end failed. `status` is the upstream HTTP status, None for a connection failure."""
-
-    def __init__(self, status: int | None, message: str, *, retry_after: float | None = None,
-                 timeout: bool = False):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-        self.timeout = timeout
-
-    @property
-    def retryable(self) -> bool:
-        if self.timeout:
-            return False
-        return self.status is None or self.status == 429 or self.status >= 500
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kdroute.gateway.backends import Backend, RetryPolicy, UpstreamError, with_retries
+from kdroute.gateway.backends import Backend, RetryPolicy, with_retries
 from kdroute.gateway.costing import Prices, cost_usd
+from kdroute.gateway.errors import UpstreamError
 from kdroute.gateway.metrics import GatewayMetrics
 from kdroute.gateway.protocol import GatewayError
 from kdroute.gateway.records import RequestRecord, key_id
