@@ -164,7 +164,7 @@ class BatchedWriter:
             with self._lock:
                 self.written += len(batch)
             return
-        except sqlite3.Error as exc:
+        except Exception as exc:  # a bad row (e.g. unencodable text) must not kill the thread
             log.warning("ledger batch of %d rows failed (%s); writing them one by one",
                         len(batch), exc)
         for row in batch:  # only a row SQLite cannot take is lost, and it is counted
@@ -172,7 +172,7 @@ class BatchedWriter:
                 self._insert_or_wait(store, [row])
                 with self._lock:
                     self.written += 1
-            except sqlite3.Error as exc:
+            except Exception as exc:
                 with self._lock:
                     self.failed += 1
                 log.error("ledger row %s dropped: %s", row.get("id"), exc)
