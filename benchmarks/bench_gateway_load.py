@@ -42,7 +42,8 @@ DURATION = int(os.environ.get("KDBENCH_DURATION", "5"))
 REPEATS = int(os.environ.get("KDBENCH_REPEATS", "3"))
 CONCURRENCY = (1, 16, 64)
 SERVER_CORE, CLIENT_CORE = "0", "1"
-KEY = "sk-bench-client-0123456789"
+KEY = "sk-kdbench-4f9a1c7e2b8d6a3f5e0c9b1d7a2e4f6c8b0d3a5e7f9c1b"  # strong: the LiteLLM proxy
+# refuses to start with a weak or no master key; the same key serves every target
 PY = sys.executable
 
 
@@ -153,7 +154,8 @@ def start_litellm(backend: str, port: int) -> subprocess.Popen:
     config.write_text("model_list:\n  - model_name: fast\n    litellm_params:\n"
                       f"      model: openai/fast\n      api_base: {backend}\n"
                       "      api_key: sk-bench-upstream\n")
-    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR")
+    env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_LOG="ERROR",
+               LITELLM_MASTER_KEY=KEY)
     proc = start([str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config), "--port",
                   str(port), "--host", "127.0.0.1"], SERVER_CORE, env)
     wait_http(f"http://127.0.0.1:{port}/health/liveliness", proc)
