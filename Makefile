@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench soak clean
 
 install: $(STAMP)
 
@@ -32,6 +32,10 @@ lint: install
 
 bench: install
 	$(PY) benchmarks/run_all.py $(ONLY)
+
+# Outside CI: 5,000 requests at concurrency 64, kill -9 and restart mid-run, --workers 2.
+soak: install
+	$(PY) scripts/soak_gateway.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

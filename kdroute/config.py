@@ -14,7 +14,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -78,6 +78,12 @@ class GatewayConfig(_Section):
     writer_queue_size: int = Field(default=10000, ge=1)
     writer_batch_size: int = Field(default=200, ge=1)
     writer_flush_interval_s: float = Field(default=0.5, gt=0)
+    spool: bool = True
+    loopback_probes_without_key: bool = False
+    extra_body_fields: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")]] = \
+        Field(default_factory=list)
+    access_log: bool = False
+    keep_alive_s: float = Field(default=75.0, gt=0)
 
 
 class MonitorConfig(_Section):

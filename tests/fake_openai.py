@@ -35,6 +35,7 @@ class Behaviour:
     stream_break_after: int | None = None  # chunks sent before the connection is cut
     chunk_delay_s: float = 0.0
     usage: bool = True  # report token usage (OpenAI does; some servers do not)
+    error_message: str | None = None  # the message of a failure (default: "<name> failed...")
 
 
 @dataclass
@@ -125,7 +126,8 @@ def _handler_for(fake: FakeOpenAI):
                 return
             if fake._take_failure():
                 extra = {"retry-after": b.retry_after} if b.retry_after is not None else {}
-                self._json(b.fail_status, {"error": {"message": f"{fake.name} failed on purpose",
+                message = b.error_message or f"{fake.name} failed on purpose"
+                self._json(b.fail_status, {"error": {"message": message,
                                                      "type": "server_error"}}, extra)
                 return
             chat = self.path.endswith("/chat/completions")
@@ -226,7 +228,7 @@ def _chunk(name: str, piece: str, chat: bool, finish: str | None) -> dict:
 class AppServer:
     """Serve an ASGI app with uvicorn on 127.0.0.1 on a free port, in a background thread."""
 
-    def __init__(self, app, log_level: str = "warning"):
+    def __init__(self, app, log_level: str = "warning", **options):
         import uvicorn
 
         # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets that name it.
@@ -234,7 +236,13 @@ class AppServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on"))
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        if settings is not None and not options:  # a gateway: served as `kdroute serve` does
+            from kdroute.gateway.server import uvicorn_options
+
+            options = uvicorn_options(settings)
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on",
+                                                    **options))
         self._thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
                                         daemon=True)
 

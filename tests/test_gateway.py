@@ -183,7 +183,9 @@ def test_mid_stream_failure_ends_with_an_error_event(gw):
     deltas = [json.loads(e)["choices"][0]["delta"].get("content") for e in events[:-2]]
     assert "".join(deltas) == "hello from"
     row = gw.row(request_id)
-    assert row["status"] == 502 and row["response_text"] == "hello from"
+    # What the client saw: a 200, then an error event (issue 13, defect 9: was logged as 502).
+    assert row["status"] == 200 and row["stream_outcome"] == "upstream_error"
+    assert row["error"].startswith("502 upstream_error") and row["response_text"] == "hello from"
     gw.student.set(stream_break_after=1)
     with pytest.raises(openai.APIError):
         list(client(gw).chat.completions.create(model="kdroute/student", messages=EASY,

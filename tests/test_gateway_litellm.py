@@ -72,7 +72,7 @@ def test_litellm_backend_with_cost_map_prices_retries_and_streaming(litellm_gate
     expected = 100 * info["input_cost_per_token"] + 50 * info["output_cost_per_token"]
     assert first["cost_usd"] == first["teacher_cost_usd"] == pytest.approx(expected, rel=1e-9)
     assert [r["status"] for r in ledger] == [200, 200, 400, 200]
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("ledger"))
+    raw = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())  # + spool
     assert PROVIDER_KEY.encode() not in raw and KEYS[0].encode() not in raw
 
 

@@ -6,8 +6,9 @@ import pytest
 
 from kdroute.config import ModelConfig
 from kdroute.errors import ConfigError
-from kdroute.gateway.backends import RetryPolicy, UpstreamError, parse_retry_after, with_retries
+from kdroute.gateway.backends import RetryPolicy, parse_retry_after, with_retries
 from kdroute.gateway.costing import Prices, cost_usd, resolve_prices
+from kdroute.gateway.errors import UpstreamError
 from kdroute.gateway.protocol import GatewayError
 from kdroute.gateway.records import REDACTED, RequestRecord, key_id, redact
 from kdroute.gateway.routing import RouteChoice, choose_route, parse_route

@@ -25,7 +25,7 @@ EXPECTED_COLUMNS = {
                  "route_reason", "router_score", "threshold", "router_version", "latency_ms",
                  "ttft_ms", "prompt_tokens", "completion_tokens", "cost_usd", "teacher_cost_usd",
                  "status", "error", "fallback", "stream", "key_id", "prompt_text",
-                 "response_text", "slice"],
+                 "response_text", "slice", "stream_outcome"],
     "shadow_evals": ["id", "request_id", "ts", "teacher_model", "teacher_response", "agreement",
                      "method", "teacher_cost_usd", "latency_ms", "kind", "status", "error",
                      "student_model", "prompt_text", "student_response", "score", "verdict",
@@ -42,6 +42,7 @@ def test_migrations_from_empty_db_create_exact_columns(tmp_path):
             assert [c.name for c in store.db[table].columns] == columns, table
         applied = [m.name for m in migrations.applied(store.db)]
         assert applied[:2] == ["m001_initial", "m002_monitor"]
+        assert "m004_gateway_stream_outcome" in applied
         assert not migrations.pending(store.db)
 
 

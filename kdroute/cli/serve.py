@@ -6,6 +6,8 @@ fastapi, uvicorn and litellm are imported inside the command, so `kdroute serve 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 
 import typer
 from pydantic import ValidationError
@@ -53,27 +55,40 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from kdroute.gateway.app import check_bind, create_app, read_api_keys
-        from kdroute.gateway.server import NoDelayHTTPProtocol
+        from kdroute.gateway.server import uvicorn_options
 
         check_bind(settings, read_api_keys(settings))
         banner = (f"kdroute gateway on http://{gateway.host}:{gateway.port}/v1 (teacher "
                   f"{settings.teacher.model}, student {settings.student.model}, ledger "
                   f"{settings.path(settings.store.path)})")
+        options = dict(uvicorn_options(settings), log_level=log_level)
         if gateway.workers == 1:
             app = create_app(settings)  # configuration errors stop here, before binding
             console.print(banner, highlight=False)
-            uvicorn.run(app, host=gateway.host, port=gateway.port, log_level=log_level,
-                        http=NoDelayHTTPProtocol)
+            uvicorn.run(app, host=gateway.host, port=gateway.port, **options)
             return
-        create_app(settings)  # fail fast in the parent: the workers would only fail one by one
-        console.print(banner, highlight=False)
-        # Several workers: each process builds its own app from the same config and overrides.
-        if settings.source != "<defaults>":
-            os.environ["KDROUTE_CONFIG"] = settings.source
-        for key, value in overrides.items():
-            if value is not None:
-                os.environ[f"KDROUTE_GATEWAY_{key.upper()}"] = str(value).lower() \
-                    if isinstance(value, bool) else str(value)
-        uvicorn.run("kdroute.gateway.app:app_from_env", factory=True, host=gateway.host,
-                    port=gateway.port, workers=gateway.workers, log_level=log_level,
-                    http=NoDelayHTTPProtocol)
+        # Several workers share one /metrics through prometheus_client's multiprocess files: a
+        # fresh folder per server run (set before any worker imports prometheus_client).
+        metrics_dir = tempfile.mkdtemp(prefix="kdroute-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+        try:
+            create_app(settings)  # fail fast in the parent: the workers would only fail one by one
+            console.print(banner, highlight=False)
+            _run_workers(settings, overrides, options)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_workers(settings, overrides: dict, options: dict) -> None:
+    import uvicorn
+
+    gateway = settings.gateway
+    # Each worker process builds its own app from the same config and overrides.
+    if settings.source != "<defaults>":
+        os.environ["KDROUTE_CONFIG"] = settings.source
+    for key, value in overrides.items():
+        if value is not None:
+            os.environ[f"KDROUTE_GATEWAY_{key.upper()}"] = str(value).lower() \
+                if isinstance(value, bool) else str(value)
+    uvicorn.run("kdroute.gateway.app:app_from_env", factory=True, host=gateway.host,
+                port=gateway.port, workers=gateway.workers, **options)

@@ -1,15 +1,15 @@
-"""The HTTP edge: an app factory, the OpenAI routes, and every error mapped in one place.
+"""The HTTP edge: an app factory, the OpenAI routes, authentication, and every error mapped in
+one place.
 
 State lives on `app.state.gateway` (built by `create_app`), never in module globals, so tests and
-several workers each get their own router, back ends, writer and metrics.
+several workers each get their own router, back ends, writer and metrics. vLLM's entry-point
+shape: each route takes the serving object from `app.state` and awaits one call,
+`Gateway.handle(...)`, which returns an answer or a stream; authentication is one middleware.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ipaddress
-import json
 import logging
 import os
 import time
@@ -21,28 +21,33 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from kdroute.config import Settings, load_config
 from kdroute.errors import ConfigError
 from kdroute.gateway.backends import RetryPolicy, build_backend
 from kdroute.gateway.costing import resolve_prices
 from kdroute.gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from kdroute.gateway.protocol import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    GatewayError,
-    conversation_of,
-    error_body,
-    model_list,
-    validate_request,
+from kdroute.gateway.protocol import FORBIDDEN_FIELDS, GatewayError, error_body, model_list
+from kdroute.gateway.redaction import install_log_redaction
+from kdroute.gateway.routing import MODEL_IDS, ROLES, Router
+from kdroute.gateway.service import (
+    Answer,
+    ClientGone,
+    Gateway,
+    Incoming,
+    Listener,
+    StreamAnswer,
+    Target,
+    internal_error_body,
 )
-from kdroute.gateway.records import RequestRecord, new_request_id
-from kdroute.gateway.routing import MODEL_IDS, ROLES, ROUTE_HEADER, Router, choose_route
-from kdroute.gateway.service import Gateway, Listener, Target
 from kdroute.store import BatchedWriter, Store
 
 log = logging.getLogger("kdroute.gateway")
 STARTED = int(time.time())
+COMPLETION_PATHS = {"/v1/chat/completions": "chat", "/v1/completions": "completions"}
+OPEN_PATHS = frozenset({"/health"})  # liveness only: says nothing about traffic or back ends
+PROBE_PATHS = frozenset({"/metrics", "/ready"})  # open on loopback with the config switch
 
 
 def read_api_keys(settings: Settings, env=None) -> tuple[str, ...]:
@@ -55,18 +60,18 @@ def read_api_keys(settings: Settings, env=None) -> tuple[str, ...]:
 def check_bind(settings: Settings, api_keys: tuple[str, ...]) -> None:
     """Without client keys the gateway only listens on loopback, unless explicitly allowed."""
     host = settings.gateway.host
-    if api_keys or settings.gateway.allow_public_without_key or _is_loopback(host):
+    if api_keys or settings.gateway.allow_public_without_key or is_loopback(host):
         return
     raise ConfigError(f"gateway.host: {host!r} is reachable from other machines but no API key "
                       f"is set; set {settings.gateway.api_keys_env} or "
                       "gateway.allow_public_without_key = true")
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str | None) -> bool:
     if host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host or "").is_loopback
     except ValueError:
         return False
 
@@ -83,40 +88,53 @@ def create_app(settings: Settings, *, router: Router | None = None,
     ledger = settings.path(settings.store.path)
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512,
                                                    max_keepalive_connections=128))
+    extra = frozenset(gw_cfg.extra_body_fields)
+    if forbidden := sorted(extra & FORBIDDEN_FIELDS):
+        raise ConfigError(f"gateway.extra_body_fields: {forbidden[0]!r} can never be set by a "
+                          "client (it would change where a call goes or what it carries)")
     targets = {}
     for role in ROLES:
         model = getattr(settings, role)
         targets[role] = Target(
-            role, build_backend(role, model, settings, client), resolve_prices(role, model),
+            role, build_backend(role, model, settings, client, extra),
+            resolve_prices(role, model),
             RetryPolicy(model.max_retries, gw_cfg.retry_backoff_s, gw_cfg.retry_max_wait_s),
             model.timeout_s)
     Store(ledger, settings.store.busy_timeout_ms).close()  # migrate now; fail before serving
     writer = BatchedWriter(str(ledger), queue_size=gw_cfg.writer_queue_size,
                            batch_size=gw_cfg.writer_batch_size,
                            flush_interval_s=gw_cfg.writer_flush_interval_s,
-                           busy_timeout_ms=settings.store.busy_timeout_ms)
+                           busy_timeout_ms=settings.store.busy_timeout_ms,
+                           spool_dir=f"{ledger}.spool" if gw_cfg.spool else None)
     provider_keys = tuple(os.environ.get(getattr(settings, r).api_key_env or "", "")
                           for r in ROLES)
     gateway = Gateway(router=router, targets=targets, metrics=GatewayMetrics(writer),
                       writer=writer, api_keys=read_api_keys(settings, env),
                       store_text=gw_cfg.store_text, request_timeout_s=gw_cfg.request_timeout_s,
-                      secrets=provider_keys)
+                      secrets=provider_keys, extra_fields=extra)
     gateway.listeners.extend(listeners)
+    install_log_redaction(gateway.secrets)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        writer.start()
+        writer.start()  # replays the spool of a process that died, if any
+        await gateway.warm()  # uvicorn listens only once this is done
         try:
             yield
         finally:
             await gateway.aclose()
             await client.aclose()
+            import asyncio
+
             await asyncio.to_thread(writer.close)
 
     app = FastAPI(title="kdroute gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    app.router.redirect_slashes = False  # `/v1/models/` is a 404 like any unknown URL, not a 307
     app.state.gateway = gateway
     app.state.settings = settings
+    app.add_middleware(AuthMiddleware, gateway=gateway,
+                       open_probes_on_loopback=gw_cfg.loopback_probes_without_key)
     _add_error_handlers(app)
     _add_routes(app)
     return app
@@ -128,6 +146,40 @@ def app_from_env() -> FastAPI:
     return create_app(load_config())
 
 
+class AuthMiddleware:
+    """Every path but /health needs a client key when keys are configured (/metrics and /ready
+    too: they expose traffic, costs and back-end reachability), except /metrics and /ready from
+    loopback when `gateway.loopback_probes_without_key` is on (a local scraper). A refused
+    completion request is logged in the ledger like any other. Pure ASGI: no per-request task."""
+
+    def __init__(self, app, gateway: Gateway, open_probes_on_loopback: bool = False):
+        self.app = app
+        self.gateway = gateway
+        self.open_probes_on_loopback = open_probes_on_loopback
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not self.gateway.api_keys:
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        if path in OPEN_PATHS or (path in PROBE_PATHS and self.open_probes_on_loopback
+                                  and is_loopback((scope.get("client") or ("",))[0])):
+            return await self.app(scope, receive, send)
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        try:
+            key = self.gateway.authenticate(authorization)
+        except GatewayError as exc:
+            endpoint = COMPLETION_PATHS.get(path)
+            answer = (self.gateway.reject(endpoint, exc) if endpoint and scope["method"] == "POST"
+                      else Answer(exc.status, exc.body(), {}))
+            return await to_response(answer)(scope, receive, send)
+        scope.setdefault("state", {})["key_id"] = key
+        await self.app(scope, receive, send)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(GatewayError)
     async def gateway_error(request: Request, exc: GatewayError):
@@ -135,11 +187,11 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        message = (f"Unknown request URL: {request.method} {request.url.path}"
+        message = (f"Unknown request URL: {request.method} {request.url.path[:200]}"
                    if exc.status_code == 404 else str(exc.detail))
         return JSONResponse(error_body(message, "invalid_request_error", None,
                                        "unknown_url" if exc.status_code == 404 else None),
-                            status_code=exc.status_code)
+                            status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -149,22 +201,21 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception):
         log.error("unexpected error on %s: %s", request.url.path, type(exc).__name__,
                   exc_info=exc)
-        return JSONResponse(error_body("The gateway had an internal error; it has been logged.",
-                                       "server_error", None, "internal_error"), 500)
+        return JSONResponse(internal_error_body(), 500)
 
 
 def _add_routes(app: FastAPI) -> None:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        return await serve(request, "chat", ChatCompletionRequest)
+        return to_response(await request.app.state.gateway.handle(incoming(request, "chat")))
 
     @app.post("/v1/completions")
     async def completions(request: Request):
-        return await serve(request, "completions", CompletionRequest)
+        return to_response(await request.app.state.gateway.handle(
+            incoming(request, "completions")))
 
     @app.get("/v1/models")
     async def models(request: Request):
-        request.app.state.gateway.authenticate(request.headers.get("authorization"))
         return model_list(list(MODEL_IDS), STARTED)
 
     @app.get("/health")
@@ -185,75 +236,47 @@ def _add_routes(app: FastAPI) -> None:
         return Response(request.app.state.gateway.metrics.render(), media_type=CONTENT_TYPE)
 
 
-async def serve(request: Request, endpoint: str, schema) -> Response:
-    """One completion request, from raw bytes to the answer, logged whatever happens."""
-    gw: Gateway = request.app.state.gateway
-    started = time.perf_counter()
-    record = RequestRecord(id=new_request_id(), endpoint=endpoint)
-    try:
-        record.key_id = gw.authenticate(request.headers.get("authorization"))
-        raw = await read_json(request, request.app.state.settings.gateway.max_body_bytes)
-        body = validate_request(schema, raw)
-        record.requested_model, record.stream = body.model, body.stream
-        record.conversation = conversation_of(body)
-        choice = choose_route(body.model, request.headers.get(ROUTE_HEADER))
-        decision = await gw.decide(choice, record.conversation, record)
-        payload = {k: v for k, v in raw.items() if k != "model"}
-        if body.stream:
-            stream = await until_disconnect(
-                request, gw.open_stream(endpoint, payload, decision, record))
-            return RelayResponse(gw.relay(stream, payload, record, started),
-                                 on_close=lambda: gw.abandon(stream, record, started),
-                                 media_type="text/event-stream", headers=route_headers(record))
-        answer = await until_disconnect(request, gw.complete(endpoint, payload, decision, record))
-        gw.finish(record, started)
-        return JSONResponse(answer, headers=route_headers(record))
-    except GatewayError as exc:
-        record.status, record.error = exc.status, exc.message
-        exc.headers["x-kdroute-request-id"] = record.id
-        gw.finish(record, started)
-        raise
-    except ClientGone:
-        record.status, record.error = 499, "client disconnected"
-        gw.finish(record, started)
-        return Response(status_code=499)
-    except Exception as exc:
-        record.status, record.error = 500, f"internal error: {type(exc).__name__}"
-        gw.finish(record, started)
-        raise
+def incoming(request: Request, endpoint: str) -> Incoming:
+    """The request as the serving object sees it (headers are lower-case in ASGI)."""
+    limit = request.app.state.settings.gateway.max_body_bytes
+    return Incoming(endpoint, lambda: read_body(request, limit), lambda: disconnected(request),
+                    request.headers, request.scope.get("state", {}).get("key_id"))
 
 
-def route_headers(record: RequestRecord) -> dict[str, str]:
-    headers = {"x-kdroute-request-id": record.id,
-               "x-kdroute-served-model": record.served_model or "",
-               "x-kdroute-route-reason": record.route_reason}
-    if record.router_score is not None:
-        headers["x-kdroute-score"] = f"{record.router_score:.6f}"
-    if record.threshold is not None:
-        headers["x-kdroute-threshold"] = f"{record.threshold:.6f}"
-    return headers
+def to_response(answer: Answer | StreamAnswer) -> Response:
+    if isinstance(answer, StreamAnswer):
+        return RelayResponse(answer.chunks, on_close=answer.close, headers=answer.headers,
+                             media_type="text/event-stream")
+    return Response(answer.content(), status_code=answer.status, headers=answer.headers,
+                    media_type="application/json" if answer.body is not None else None)
 
 
-async def read_json(request: Request, limit: int):
-    """The decoded body: 413 past `limit` bytes (checked while reading), 400 if not JSON."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body: 413 past `limit` bytes (checked while reading); ClientGone if the client
+    hangs up mid-body."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(limit)
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise GatewayError(400, "We could not parse the JSON body of your request.",
-                           code="invalid_json") from None
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise _too_large(limit)
+    except ClientDisconnect:
+        raise ClientGone from None
+    return bytes(body)
 
 
 def _too_large(limit: int) -> GatewayError:
     return GatewayError(413, f"request body is larger than {limit} bytes (gateway.max_body_bytes)",
                         code="request_too_large")
+
+
+async def disconnected(request: Request) -> None:
+    """Returns once the client has hung up (after the body, receive() waits for that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 class RelayResponse(StreamingResponse):
@@ -272,29 +295,4 @@ class RelayResponse(StreamingResponse):
             await self._on_close()
 
 
-class ClientGone(Exception):
-    """The client hung up before the answer was ready."""
-
-
-async def until_disconnect(request: Request, coro):
-    """Await `coro`, but cancel it (the back-end call with it) if the client disconnects."""
-    task = asyncio.ensure_future(coro)
-    watcher = asyncio.ensure_future(_disconnected(request))
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
-    finally:
-        watcher.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    raise ClientGone
-
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+__all__ = ["create_app", "app_from_env", "check_bind", "read_api_keys"]

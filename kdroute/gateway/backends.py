@@ -28,30 +28,12 @@ import httpx
 
 from kdroute.config import ModelConfig, Settings
 from kdroute.errors import ConfigError
+from kdroute.gateway.errors import LOCAL_PROVIDER, UpstreamError
 
 T = TypeVar("T")
 # litellm provider prefixes that speak the OpenAI wire protocol at `api_base`.
 OPENAI_COMPATIBLE = ("openai", "hosted_vllm", "custom_openai", "openai_like", "lm_studio")
-LOCAL_PROVIDER = "kdroute_hf"
 ENDPOINT_PATHS = {"chat": "/chat/completions", "completions": "/completions"}
-
-
-class UpstreamError(Exception):
-    """A back end failed. `status` is the upstream HTTP status, None for a connection failure."""
-
-    def __init__(self, status: int | None, message: str, *, retry_after: float | None = None,
-                 timeout: bool = False):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
-        self.timeout = timeout
-
-    @property
-    def retryable(self) -> bool:
-        if self.timeout:
-            return False
-        return self.status is None or self.status == 429 or self.status >= 500
 
 
 @dataclass(frozen=True)
@@ -151,6 +133,9 @@ class HTTPBackend:
             raise UpstreamError(None, f"{self.name} stream broke: {type(exc).__name__}") from None
         raise UpstreamError(502, f"{self.name} ended the stream without [DONE]")
 
+    async def warm(self) -> None:
+        pass  # nothing to load: the pooled client connects on first use
+
     async def ready(self) -> bool:
         try:
             resp = await self.client.get(self.api_base + "/models", headers=self.headers,
@@ -190,16 +175,25 @@ class LiteLLMBackend:
     """Any litellm model string, including kdroute's local `hf:` provider."""
 
     def __init__(self, name: str, litellm_model: str, api_base: str | None,
-                 api_key: str | None, timeout_s: float, local_dir: str | None = None):
+                 api_key: str | None, timeout_s: float, local_dir: str | None = None,
+                 extra_fields: frozenset[str] = frozenset()):
         self.name = name
         self.model = litellm_model
         self.api_base = api_base
         self.api_key = api_key
         self.timeout_s = timeout_s
         self.local_dir = local_dir
+        self.extra_fields = extra_fields
 
     def _kwargs(self, payload: dict[str, Any]) -> dict[str, Any]:
-        kwargs = {k: v for k, v in payload.items() if k not in ("model", "stream", "user")}
+        # `payload` holds only client-settable OpenAI fields (protocol.client_payload): litellm
+        # takes those as arguments. Fields the operator allowed beyond them go in the request
+        # body (`extra_body`), never as litellm arguments.
+        kwargs = {k: v for k, v in payload.items()
+                  if k not in ("model", "stream", "user") and k not in self.extra_fields}
+        extra = {k: payload[k] for k in self.extra_fields if k in payload}
+        if extra:
+            kwargs["extra_body"] = extra
         kwargs.update(model=self.model, timeout=self.timeout_s, num_retries=0)
         if self.api_base:
             kwargs["api_base"] = self.api_base
@@ -232,6 +226,18 @@ class LiteLLMBackend:
         except Exception as exc:
             raise litellm_error(self.name, exc) from None
 
+    async def warm(self) -> None:
+        """Import litellm (seconds) and load a local model in a thread, before serving."""
+        def load() -> None:
+            import litellm  # noqa: F401
+
+            if self.local_dir is not None:
+                from kdroute.gateway.local import register_local_provider
+
+                register_local_provider().load(self.local_dir)
+
+        await asyncio.to_thread(load)
+
     async def ready(self) -> bool:
         if self.local_dir is not None:
             return os.path.isfile(os.path.join(self.local_dir, "config.json"))
@@ -262,7 +268,7 @@ Backend = HTTPBackend | LiteLLMBackend
 
 
 def build_backend(role: str, model: ModelConfig, settings: Settings,
-                  client: httpx.AsyncClient) -> Backend:
+                  client: httpx.AsyncClient, extra_fields: frozenset[str] = frozenset()) -> Backend:
     """Pick the direct HTTP path when the endpoint speaks OpenAI, litellm otherwise."""
     api_key = None
     if model.api_key_env:
@@ -279,9 +285,11 @@ def build_backend(role: str, model: ModelConfig, settings: Settings,
 
         register_local_provider()
         return LiteLLMBackend(model.model, f"{LOCAL_PROVIDER}/{local_dir}", None, None,
-                              model.timeout_s, local_dir=str(local_dir))
+                              model.timeout_s, local_dir=str(local_dir),
+                              extra_fields=extra_fields)
     provider, _, rest = model.model.partition("/")
     if model.api_base and rest and provider in OPENAI_COMPATIBLE:
         return HTTPBackend(model.model, rest, model.api_base, api_key, model.timeout_s, client)
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    return LiteLLMBackend(model.model, model.model, model.api_base, api_key, model.timeout_s)
+    return LiteLLMBackend(model.model, model.model, model.api_base, api_key, model.timeout_s,
+                          extra_fields=extra_fields)

@@ -19,7 +19,7 @@ from typing import Any
 from litellm import CustomLLM, ModelResponse
 from litellm.types.utils import GenericStreamingChunk
 
-from kdroute.gateway.backends import LOCAL_PROVIDER, UpstreamError
+from kdroute.gateway.errors import LOCAL_PROVIDER, UpstreamError
 from kdroute.gateway.protocol import message_text
 
 DEFAULT_MAX_TOKENS = 64

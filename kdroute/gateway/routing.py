@@ -48,10 +48,11 @@ class Decision:
 def parse_route(value: str, param: str = "model") -> RouteChoice:
     """`kdroute/auto@0.35` -> RouteChoice("auto", 0.35). Unknown names are 404, bad numbers 400."""
     name = value.strip()
+    shown = value if len(value) <= 64 else value[:64] + "…"  # never echo a 900 KB name back
     bare = name.removeprefix(PREFIX)
     mode, sep, raw = bare.partition("@")
     if mode not in ("auto", *ROLES) or (sep and mode != "auto"):
-        raise GatewayError(404, f"The model `{value}` does not exist; use one of "
+        raise GatewayError(404, f"The model `{shown}` does not exist; use one of "
                                 f"{', '.join(MODEL_IDS)} or kdroute/auto@<threshold>",
                            param=param, code="model_not_found")
     if not sep:
@@ -62,7 +63,7 @@ def parse_route(value: str, param: str = "model") -> RouteChoice:
         threshold = float("nan")
     if not 0.0 <= threshold <= 1.0:  # also rejects NaN
         raise GatewayError(400, f"{param}: threshold override must be a number in [0, 1] "
-                                f"(got {raw!r})", param=param, code="invalid_value")
+                                f"(got {raw[:32]!r})", param=param, code="invalid_value")
     return RouteChoice("auto", threshold)
 
 

@@ -1,18 +1,31 @@
-"""uvicorn's HTTP protocol with TCP_NODELAY on every connection.
+"""How uvicorn serves the gateway: one set of options for `kdroute serve` and the tests.
 
-asyncio only sets TCP_NODELAY on sockets created with proto=IPPROTO_TCP; uvicorn's own socket for
-`--workers N` is created without it, and its responses go out as two writes (headers, then body),
-so Nagle's algorithm meets the client's delayed ACK and every keep-alive response waits ~40 ms.
+- TCP_NODELAY on every connection. asyncio only sets it on sockets created with
+  proto=IPPROTO_TCP; uvicorn's own socket for `--workers N` is created without it, and its
+  responses go out as two writes (headers, then body), so Nagle's algorithm meets the client's
+  delayed ACK and every keep-alive response waits ~40 ms.
+- Requests uvicorn itself refuses (a malformed request line or header) get an OpenAI-shaped JSON
+  400 instead of uvicorn's plain text.
+- A keep-alive timeout above clients' own pool expiry: with both at 5 s (httpx's and uvicorn's
+  defaults) a client can send a request on a connection at the moment the server closes it,
+  and sees a connection reset for a request the gateway never received (hence no ledger row).
+- uvloop and httptools where installed; no access log unless `gateway.access_log` (the ledger
+  has a row per request; when on, its lines are redacted like every other log record).
 """
 
 from __future__ import annotations
 
+import json
 import socket
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+_BAD_REQUEST = json.dumps({"error": {"message": "Invalid HTTP request received.",
+                                     "type": "invalid_request_error", "param": None,
+                                     "code": "invalid_http_request"}}).encode()
 
-class NoDelayHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+
+class GatewayHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     def connection_made(self, transport) -> None:
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
@@ -21,3 +34,27 @@ class NoDelayHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
             except OSError:
                 pass  # not a TCP socket after all: nothing to tune
         super().connection_made(transport)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn could not parse the request: answer as the gateway answers every error."""
+        self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                             b"content-length: " + str(len(_BAD_REQUEST)).encode() +
+                             b"\r\nconnection: close\r\n\r\n" + _BAD_REQUEST)
+        self.transport.close()
+
+
+NoDelayHTTPProtocol = GatewayHTTPProtocol  # the name this class had before
+
+
+def uvicorn_options(settings) -> dict:
+    """Keyword arguments for `uvicorn.run` / `uvicorn.Config` (besides app, host, port)."""
+    gw = settings.gateway
+    options = {"http": GatewayHTTPProtocol, "timeout_keep_alive": gw.keep_alive_s,
+               "access_log": gw.access_log}
+    try:
+        import uvloop  # noqa: F401
+
+        options["loop"] = "uvloop"
+    except ImportError:
+        options["loop"] = "asyncio"
+    return options

@@ -1,5 +1,7 @@
-"""The serving logic, apart from HTTP: route, call the back end with retries and fallback, cost
-the answer, and hand the finished request record to the ledger writer, the metrics and listeners.
+"""The serving logic, apart from HTTP: one call, `Gateway.handle`, takes a request from raw bytes
+to an answer or a stream: decode and validate, route, call the back end with retries and
+fallback, cost the answer, and hand the finished request record to the ledger writer, the
+metrics and listeners. Every failure becomes an OpenAI-shaped answer here, logged once.
 """
 
 from __future__ import annotations
@@ -8,17 +10,37 @@ import asyncio
 import hmac
 import json
 import logging
+import math
+import statistics
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from kdroute.gateway.backends import Backend, RetryPolicy, UpstreamError, with_retries
+from kdroute.gateway.backends import Backend, RetryPolicy, with_retries
 from kdroute.gateway.costing import Prices, cost_usd
+from kdroute.gateway.errors import UpstreamError
 from kdroute.gateway.metrics import GatewayMetrics
-from kdroute.gateway.protocol import GatewayError
-from kdroute.gateway.records import RequestRecord, key_id
-from kdroute.gateway.routing import Decision, RouteChoice, Router, decide
+from kdroute.gateway.protocol import (
+    SCHEMAS,
+    GatewayError,
+    client_payload,
+    conversation_of,
+    decode_json,
+    dumps,
+    error_body,
+    validate_request,
+)
+from kdroute.gateway.records import RequestRecord, key_id, new_request_id
+from kdroute.gateway.redaction import redact
+from kdroute.gateway.routing import (
+    ROUTE_HEADER,
+    Decision,
+    RouteChoice,
+    Router,
+    choose_route,
+    decide,
+)
 
 log = logging.getLogger("kdroute.gateway")
 Listener = Callable[[RequestRecord], None]
@@ -44,10 +66,48 @@ class Stream:
     role: str
 
 
+@dataclass
+class Incoming:
+    """What the HTTP layer hands `Gateway.handle`: the body (read on demand, bounded), the
+    headers the gateway reads, the authenticated key id, and a wait for the client leaving."""
+
+    endpoint: str  # chat | completions
+    body: Callable[[], Awaitable[bytes]]  # raises GatewayError (413) or ClientGone
+    disconnected: Callable[[], Awaitable[None]]  # returns once the client has hung up
+    headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    key_id: str | None = None
+
+
+@dataclass
+class Answer:
+    """A whole JSON answer (or error) with its status and headers; body None: nothing to send."""
+
+    status: int
+    body: dict[str, Any] | None
+    headers: dict[str, str]
+
+    def content(self) -> bytes:
+        return b"" if self.body is None else dumps(self.body)
+
+
+@dataclass
+class StreamAnswer:
+    """An SSE stream: `chunks` to relay; `close` runs however the response ends."""
+
+    chunks: AsyncIterator[bytes]
+    headers: dict[str, str]
+    close: Callable[[], Awaitable[None]]
+
+
+class ClientGone(Exception):
+    """The client hung up before the answer was ready."""
+
+
 class Gateway:
     def __init__(self, *, router: Router, targets: dict[str, Target], metrics: GatewayMetrics,
                  writer, api_keys: tuple[str, ...], store_text: bool,
-                 request_timeout_s: float, secrets: tuple[str, ...] = ()):
+                 request_timeout_s: float, secrets: tuple[str, ...] = (),
+                 extra_fields: Iterable[str] = ()):
         self.router = router
         self.targets = targets
         self.metrics = metrics
@@ -56,7 +116,70 @@ class Gateway:
         self.store_text = store_text
         self.request_timeout_s = request_timeout_s
         self.secrets = tuple(s for s in (*api_keys, *secrets) if s)
+        self.extra_fields = frozenset(extra_fields)
         self.listeners: list[Listener] = []  # e.g. the monitor's shadow sampler
+        # Score on the event loop when a fresh score is cheap (measured by `warm`): a thread hop
+        # costs more than a sub-millisecond score. Embedding scorers stay in a thread.
+        self.inline_scoring = False
+
+    # --- the one serving call -----------------------------------------------------------------
+
+    async def handle(self, incoming: Incoming) -> Answer | StreamAnswer:
+        """One completion request, from raw bytes to the answer, logged whatever happens."""
+        started = time.perf_counter()
+        record = RequestRecord(id=new_request_id(), endpoint=incoming.endpoint,
+                               key_id=incoming.key_id)
+        self.writer.begin({"id": record.id, "ts": record.ts, "endpoint": record.endpoint,
+                           "key_id": record.key_id, "route_reason": record.route_reason})
+        try:
+            return await self._serve(incoming, record, started)
+        except GatewayError as exc:
+            return self.fail(record, started, exc)
+        except ClientGone:
+            record.status, record.error = 499, "client disconnected"
+            self.finish(record, started)
+            return Answer(499, None, {"x-kdroute-request-id": record.id})
+        except Exception as exc:
+            log.error("unexpected error in request %s: %s", record.id, type(exc).__name__,
+                      exc_info=exc)
+            return self.fail(record, started, GatewayError(
+                500, "The gateway had an internal error; it has been logged.", "server_error",
+                code="internal_error"), error=f"internal error: {type(exc).__name__}")
+
+    async def _serve(self, incoming: Incoming, record: RequestRecord,
+                     started: float) -> Answer | StreamAnswer:
+        endpoint = incoming.endpoint
+        check_content_type(incoming.headers.get("content-type"))
+        raw = decode_json(await incoming.body())
+        if isinstance(raw, dict) and isinstance(raw.get("model"), str):
+            record.requested_model = raw["model"]
+        request = validate_request(SCHEMAS[endpoint], raw)
+        record.stream = request.stream
+        payload = record.payload = client_payload(endpoint, raw, self.extra_fields)
+        record.conversation = raw["messages"] if endpoint == "chat" else conversation_of(request)
+        choice = choose_route(request.model, incoming.headers.get(ROUTE_HEADER))
+        decision = await self.decide(choice, record.conversation, record)
+        if request.stream:
+            stream = await until_disconnect(
+                incoming.disconnected, self.open_stream(endpoint, payload, decision, record))
+            return StreamAnswer(self.relay(stream, payload, record, started), route_headers(record),
+                                lambda: self.abandon(stream, record, started))
+        answer = await until_disconnect(incoming.disconnected,
+                                        self.complete(endpoint, payload, decision, record))
+        self.finish(record, started)
+        return Answer(200, answer, route_headers(record))
+
+    def fail(self, record: RequestRecord, started: float, exc: GatewayError,
+             error: str | None = None) -> Answer:
+        """Log a failed request once and answer it OpenAI-shaped, with its request id."""
+        record.status, record.error = exc.status, error or exc.message
+        self.finish(record, started)
+        return Answer(exc.status, exc.body(), {**exc.headers, "x-kdroute-request-id": record.id})
+
+    def reject(self, endpoint: str, exc: GatewayError) -> Answer:
+        """A completion request refused before `handle` (authentication): logged like any other."""
+        return self.fail(RequestRecord(id=new_request_id(), endpoint=endpoint),
+                         time.perf_counter(), exc)
 
     # --- auth ---------------------------------------------------------------------------------
 
@@ -82,9 +205,11 @@ class Gateway:
 
     async def decide(self, choice: RouteChoice, conversation: list[dict],
                      record: RequestRecord) -> Decision:
-        # Scoring may run a model (embeddings); keep it off the event loop.
-        decision = await asyncio.to_thread(decide, self.router, choice, conversation) \
-            if choice.mode == "auto" else decide(self.router, choice, conversation)
+        # A slow scorer (an embedding model) runs in a thread, off the event loop.
+        if choice.mode != "auto" or self.inline_scoring:
+            decision = decide(self.router, choice, conversation)
+        else:
+            decision = await asyncio.to_thread(decide, self.router, choice, conversation)
         record.route_reason = decision.reason
         record.router_score = decision.score
         record.threshold = decision.threshold
@@ -117,7 +242,8 @@ class Gateway:
         except UpstreamError as exc:
             if role != "student":
                 raise upstream_to_gateway(exc) from None
-            log.warning("student failed, falling back to the teacher: %s", exc.message)
+            log.warning("student failed, falling back to the teacher: %s",
+                        redact(exc.message, self.secrets))
             record.fallback = True
             record.route_reason = "fallback"
             record.error = exc.message
@@ -171,12 +297,14 @@ class Gateway:
     async def relay(self, stream: Stream, payload: dict, record: RequestRecord,
                     started: float) -> AsyncIterator[bytes]:
         """SSE bytes for the client. An upstream failure after the first byte becomes a final
-        `data: {"error": ...}` event and `[DONE]`; a client disconnect cancels the upstream."""
+        `data: {"error": ...}` event and `[DONE]`; a client disconnect cancels the upstream.
+        The status stays the 200 the client saw; `stream_outcome` says how the stream ended."""
         name = self.targets[stream.role].backend.name
         wants_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
         pieces: list[str] = []
         usage: dict = {}
         chunk: dict | None = stream.first
+        record.stream_outcome = "completed"
         try:
             while chunk is not None:
                 if record.ttft_ms is None:
@@ -188,14 +316,15 @@ class Gateway:
                 pieces.append(_chunk_text(chunk))
                 if chunk.get("choices") or wants_usage:
                     chunk["model"] = name
-                    yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+                    yield b"data: " + dumps(chunk) + b"\n\n"
                 chunk = await anext(stream.rest, None)
         except UpstreamError as exc:
             err = upstream_to_gateway(exc)
-            record.status, record.error = err.status, err.message
-            yield b"data: " + json.dumps(err.body()).encode() + b"\n\n"
+            record.stream_outcome = "upstream_error"
+            record.error = f"{err.status} {err.code}: {err.message}"
+            yield b"data: " + dumps(err.body()) + b"\n\n"
         except (asyncio.CancelledError, GeneratorExit):
-            record.status, record.error = 499, "client disconnected"
+            record.stream_outcome, record.error = "client_disconnected", "client disconnected"
             raise
         finally:
             await stream.rest.aclose()
@@ -229,6 +358,7 @@ class Gateway:
         if not record.logged:
             await stream.rest.aclose()
             record.status, record.error = 499, "client disconnected"
+            record.stream_outcome = "client_disconnected"
             self.finish(record, started)
 
     def finish(self, record: RequestRecord, started: float) -> None:
@@ -237,7 +367,14 @@ class Gateway:
             return
         record.logged = True
         record.latency_ms = (time.perf_counter() - started) * 1000
-        self.writer.put(record.row(self.store_text, self.secrets))
+        try:
+            row = record.row(self.store_text, self.secrets)
+        except Exception:  # never lose the row: keep what is certain, say what failed
+            log.exception("request %s: its ledger row could not be built", record.id)
+            row = RequestRecord(id=record.id, endpoint=record.endpoint, ts=record.ts,
+                                status=record.status if record.status != 200 else 500,
+                                error="the gateway could not build this row").row(False)
+        self.writer.put(row)
         self.metrics.observe(record)
         for listener in self.listeners:
             try:
@@ -250,9 +387,88 @@ class Gateway:
         checks = await asyncio.gather(*(self.targets[r].backend.ready() for r in roles))
         return dict(zip(roles, checks, strict=True))
 
+    async def warm(self) -> None:
+        """Before the first request: load the redaction patterns, import/load each back end's
+        provider (litellm takes seconds to import: never on the event loop mid-traffic), score
+        a few prompts to warm the router and decide whether scoring can run on the loop."""
+        from kdroute.gateway import redaction
+
+        await asyncio.to_thread(redaction.warm)
+        for target in self.targets.values():
+            await target.backend.warm()
+        self.inline_scoring = await asyncio.to_thread(_cheap_to_score, self.router)
+
     async def aclose(self) -> None:
         for target in self.targets.values():
             await target.backend.aclose()
+
+
+def _cheap_to_score(router: Router, budget_ms: float = 1.0) -> bool:
+    """True when a fresh (uncached) score takes under `budget_ms` at the median."""
+    timings = []
+    for i in range(7):
+        probe = [{"role": "user", "content": f"kdroute warm-up probe {i} {time.time_ns()}"}]
+        t0 = time.perf_counter()
+        try:
+            router.route(probe)
+        except Exception:  # a router that cannot score a probe: let real requests show it
+            log.exception("the router failed on a warm-up prompt")
+            return False
+        timings.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(timings[1:]) < budget_ms
+
+
+def check_content_type(value: str | None) -> None:
+    """JSON bodies only: `application/json` (any charset) or a `+json` type; none is accepted
+    (curl without -H, many scripts)."""
+    if value is None:
+        return
+    media = value.split(";", 1)[0].strip().lower()
+    if media == "application/json" or media.endswith("+json"):
+        return
+    raise GatewayError(415, f"Content-Type {value[:80]!r} is not supported: send the body as "
+                            "JSON with `Content-Type: application/json`",
+                       code="unsupported_media_type")
+
+
+async def until_disconnect(disconnected: Callable[[], Awaitable[None]], coro):
+    """Await `coro` in this task; if the client disconnects first, cancel it (and the back-end
+    call with it) and raise ClientGone. One watcher task per request, no asyncio.wait."""
+    task = asyncio.current_task()
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await disconnected()
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await coro
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        raise ClientGone from None
+    finally:
+        watcher.cancel()
+
+
+def route_headers(record: RequestRecord) -> dict[str, str]:
+    headers = {"x-kdroute-request-id": record.id,
+               "x-kdroute-served-model": record.served_model or "",
+               "x-kdroute-route-reason": record.route_reason}
+    if record.router_score is not None:
+        headers["x-kdroute-score"] = f"{record.router_score:.6f}"
+    if record.threshold is not None:
+        headers["x-kdroute-threshold"] = f"{record.threshold:.6f}"
+    return headers
+
+
+def internal_error_body() -> dict[str, Any]:
+    return error_body("The gateway had an internal error; it has been logged.", "server_error",
+                      None, "internal_error")
 
 
 def upstream_to_gateway(exc: UpstreamError) -> GatewayError:
@@ -261,7 +477,10 @@ def upstream_to_gateway(exc: UpstreamError) -> GatewayError:
     if exc.timeout:
         return GatewayError(504, exc.message, type="api_error", code="upstream_timeout")
     if exc.status in (429, 503):
-        return GatewayError(503, exc.message, type="api_error", code="upstream_unavailable")
+        # Tell the client when to come back: the back end's own retry-after, else a second.
+        wait = max(1, math.ceil(exc.retry_after)) if exc.retry_after is not None else 1
+        return GatewayError(503, exc.message, type="api_error", code="upstream_unavailable",
+                            headers={"retry-after": str(wait)})
     if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (401, 403):
         return GatewayError(exc.status, exc.message, type="invalid_request_error",
                             code="upstream_rejected")

@@ -130,10 +130,13 @@ class TfidfScorer(Scorer):
         self.b = 0.0
 
     def _counts(self, texts: Sequence[str]):
-        from sklearn.feature_extraction.text import HashingVectorizer
+        vec = self.__dict__.get("_vectorizer")
+        if vec is None:  # built once: the gateway scores one prompt at a time
+            from sklearn.feature_extraction.text import HashingVectorizer
 
-        vec = HashingVectorizer(analyzer=self.analyzer, ngram_range=self.ngram,
-                                n_features=self.n_features, alternate_sign=False, norm=None)
+            vec = self._vectorizer = HashingVectorizer(
+                analyzer=self.analyzer, ngram_range=self.ngram, n_features=self.n_features,
+                alternate_sign=False, norm=None)
         return vec.transform(texts)  # (N, n_features) sparse term counts
 
     def features(self, texts: Sequence[str]):
@@ -157,7 +160,25 @@ class TfidfScorer(Scorer):
         return self
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if self.lexical_weight == 0.0:
+            return self._score_tfidf(texts)
         return sigmoid(self.features(texts) @ self.w + self.b)
+
+    def _score_tfidf(self, texts: Sequence[str]) -> np.ndarray:
+        """The same score as `features(texts) @ w + b` when the lexical block weighs 0, on each
+        row's hashed non-zeros with numpy: no lexical regexes (their columns would be zeros) and
+        no sparse-matrix stacking. ~4x faster per uncached prompt (issue 14)."""
+        counts = self._counts(texts).tocsr()
+        w = self.w[: self.n_features]
+        logits = np.zeros(len(texts))
+        for i in range(len(texts)):
+            lo, hi = counts.indptr[i], counts.indptr[i + 1]
+            idx = counts.indices[lo:hi]
+            v = (1.0 + np.log(counts.data[lo:hi])) * self.idf[idx]  # sublinear tf x idf
+            norm = np.sqrt(v @ v)
+            if norm > 0:
+                logits[i] = (v @ w[idx]) / norm  # the l2-normalised row times the weights
+        return sigmoid(logits + self.b)
 
     def state(self):
         params = {"c": self.c, "n_features": self.n_features, "ngram_min": self.ngram[0],

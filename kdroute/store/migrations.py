@@ -233,3 +233,13 @@ def m002_monitor(db: Database) -> None:
     # requests: the monitor's slice of each request (the same classifier the shadow rows use), so
     # the breaker can act per slice and the dashboard can filter by it.
     db["requests"].add_column("slice", str)
+
+
+@migrations(name="m004_gateway_stream_outcome")
+def m004_gateway_stream_outcome(db: Database) -> None:
+    # requests.status is the HTTP status the client saw. A stream has sent its 200 before the
+    # answer exists, so how it ended is a second fact: completed (it reached [DONE]),
+    # upstream_error (the back end broke: the client got an error event, then [DONE]) or
+    # client_disconnected (the client left first). NULL for requests that did not stream, and
+    # for rows written before this migration. (m003 is reserved for the monitor.)
+    db["requests"].add_column("stream_outcome", str)
