@@ -237,11 +237,15 @@ class LedgerView:
                           "ORDER BY created_at, version")
 
     def latest_router(self) -> tuple[str | None, float | None, str | None]:
-        """Router version and threshold of the newest routed request, and its time."""
-        row = self.conn.execute(
-            "SELECT router_version, threshold, ts FROM requests WHERE router_version IS NOT NULL "
-            "ORDER BY ts DESC LIMIT 1").fetchone()
-        return row if row else (None, None, None)
+        """Router version and threshold of the newest request the router decided (forced
+        requests carry the version but no threshold), and its time."""
+        for condition in ("threshold IS NOT NULL", "1"):
+            row = self.conn.execute(
+                "SELECT router_version, threshold, ts FROM requests WHERE router_version IS NOT "
+                f"NULL AND {condition} ORDER BY ts DESC LIMIT 1").fetchone()
+            if row:
+                return row
+        return None, None, None
 
     def runs(self, kind: str) -> pd.DataFrame:
         return self.frame("SELECT id, status, started_at, finished_at, config_json FROM runs "
