@@ -258,3 +258,18 @@ def test_routers_table_reads_offline_metrics(snap):
     assert table.loc["tfidf-v1", "requests"] > 0
     metrics = json.loads(snap.routers.set_index("version").loc["tfidf-v1", "metrics_json"])
     assert table.loc["tfidf-v1", "CPT(50%)"] == metrics["holdout"]["cpt50"]
+
+
+def test_traffic_cube_reads_the_hourly_index_without_sorting(ledger):
+    with LedgerView(ledger) as view:
+        sql = []
+        view.conn.set_trace_callback(sql.append)
+        hourly = view.traffic("hour")
+        view.conn.set_trace_callback(None)
+        plan = " ".join(r[-1] for r in view.conn.execute(f"EXPLAIN QUERY PLAN {sql[-1]}"))
+        daily = view.traffic("day")
+    assert "USING INDEX requests_by_hour" in plan and "TEMP B-TREE" not in plan
+    by_day = hourly.assign(bucket=hourly.bucket.str[:10]).groupby(
+        ["bucket", "served_model", "slice"])[["requests", "cost_usd"]].sum()
+    other = daily.groupby(["bucket", "served_model", "slice"])[["requests", "cost_usd"]].sum()
+    pd.testing.assert_frame_equal(by_day, other)
