@@ -74,7 +74,7 @@ def histogram(frame: pd.DataFrame, thresholds: pd.DataFrame) -> alt.Chart:
 def timeline(frame: pd.DataFrame) -> alt.Chart:
     return alt.Chart(frame).mark_bar(height=14, cornerRadius=3).encode(
         x=alt.X("start:T", title="time (UTC)", scale=alt.Scale(type="utc")), x2="end:T",
-        y=alt.Y("row:N", title=None, sort=None),
+        y=alt.Y("row:N", title=None, sort=None, axis=alt.Axis(labelLimit=260)),
         color=alt.Color("kind:N", title=None, legend=alt.Legend(orient="bottom")),
         opacity=alt.condition(alt.datum.state == "open", alt.value(1.0), alt.value(0.55)),
         tooltip=["kind:N", "slice:N", "state:N", "statistic:N", "value:Q", "bound:Q",

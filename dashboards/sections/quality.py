@@ -11,26 +11,23 @@ from sections import charts
 
 def render(snap, scope, floor: float, confidence: float, window: int) -> None:
     over = quality.agreement_over_time(snap, scope, confidence, window)
-    left, right = st.columns([3, 2])
-    with left:
-        st.subheader("Agreement with the teacher")
-        if over.empty:
-            st.info("No shadow evaluations yet: they appear once the monitor samples student "
-                    "answers (monitor.shadow_rate).")
-        else:
-            charts.show(charts.band_with_floor(over, floor, "agreement"))
-            st.caption(f"Each point: the trailing {int(over['buckets'].iloc[0])} {snap.unit}(s) "
-                       f"(≈{window} evaluations), weighted by 1/inclusion probability, "
-                       f"{confidence:.0%} Wilson band; dashed red: the floor {floor:.0%}.")
-    with right:
-        st.subheader("Per slice")
-        table = quality.slices(snap, scope, confidence, floor)
-        if table.empty:
-            st.info("No slices yet.")
-        else:
-            st.dataframe(table, hide_index=True, column_config={
-                c: st.column_config.NumberColumn(format="percent") for c in
-                ("agreement", "lower", "upper")})
+    st.subheader("Agreement with the teacher")
+    if over.empty:
+        st.info("No shadow evaluations yet: they appear once the monitor samples student "
+                "answers (monitor.shadow_rate).")
+    else:
+        charts.show(charts.band_with_floor(over, floor, "agreement"))
+        st.caption(f"Each point: the trailing {int(over['buckets'].iloc[0])} {snap.unit}(s) "
+                   f"(≈{window} evaluations), weighted by 1/inclusion probability, "
+                   f"{confidence:.0%} Wilson band; dashed red: the floor {floor:.0%}.")
+    st.subheader("Per slice")
+    table = quality.slices(snap, scope, confidence, floor)
+    if table.empty:
+        st.info("No slices yet.")
+    else:
+        st.dataframe(table, hide_index=True, column_config={
+            c: st.column_config.NumberColumn(format="percent") for c in
+            ("agreement", "lower", "upper")})
     _alerts(snap, scope)
     _input_drift(snap, scope)
 
@@ -53,17 +50,20 @@ def _input_drift(snap, scope) -> None:
     if summary.empty:
         st.info("No router scores yet.")
         return
-    left, right = st.columns([3, 2])
-    with left:
-        chart = alt.Chart(bins).mark_line(interpolate="step-after", point=True).encode(
-            x=alt.X("low:Q", title="router score", scale=alt.Scale(domain=[0, 1])),
-            y=alt.Y("share:Q", title="share of requests", axis=alt.Axis(format="%")),
-            color=alt.Color("distribution:N", title=None, legend=alt.Legend(orient="bottom")),
-            strokeDash="router_version:N", tooltip=["router_version:N", "distribution:N",
-                                                    "low:Q", alt.Tooltip("share:Q",
-                                                                         format=".1%")])
-        charts.show(chart)
-    with right:
-        st.dataframe(summary, hide_index=True,
-                     column_config={"PSI": st.column_config.NumberColumn(format="%.3f")})
-        st.caption("PSI < 0.1 stable, 0.1–0.25 moderate shift, > 0.25 major shift.")
+    versions = list(summary["router_version"])
+    for column, version in zip(st.columns(len(versions)), versions, strict=True):
+        with column:
+            part = bins[bins["router_version"] == version]
+            chart = alt.Chart(part).mark_line(interpolate="step-after", point=True).encode(
+                x=alt.X("low:Q", title="router score", scale=alt.Scale(domain=[0, 1])),
+                y=alt.Y("share:Q", title="share of requests", axis=alt.Axis(format="%")),
+                color=alt.Color("distribution:N", title=None,
+                                legend=alt.Legend(orient="bottom")),
+                tooltip=["distribution:N", "low:Q", alt.Tooltip("share:Q", format=".1%")])
+            st.caption(f"**{version}**")
+            charts.show(chart)
+    st.dataframe(summary, hide_index=True,
+                 column_config={"PSI": st.column_config.NumberColumn(format="%.3f")})
+    st.caption("PSI < 0.1 stable, 0.1–0.25 moderate shift, > 0.25 major shift. The reference is "
+               "the router's calibration split when its artifact recorded a score histogram, "
+               "else the version's first day of traffic.")
