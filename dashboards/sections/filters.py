@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from kdroute import review
-from kdroute.review.common import FORMAT, _parse
+from kdroute.review.common import FORMAT, parse_bucket
 from kdroute.store.queries import Scope
 
 PRETTY = {"minute": "%b %d %H:%M", "hour": "%b %d %H:00", "day": "%b %d"}
@@ -28,12 +28,12 @@ def sidebar(snap: review.Snapshot) -> Scope:
             unit = snap.unit
             lo, hi = st.select_slider(
                 f"Time range (UTC, by {unit})", options=buckets, value=(buckets[0], buckets[-1]),
-                format_func=lambda b: _parse(b, unit).strftime(PRETTY[unit]), key="time")
+                format_func=lambda b: parse_bucket(b, unit).strftime(PRETTY[unit]), key="time")
             since = lo if lo != buckets[0] else None
             until = review.until_after(hi, unit) if hi != buckets[-1] else None
         elif buckets:
             st.caption(f"All traffic falls in one {snap.unit} "
-                       f"({_parse(buckets[0], snap.unit).strftime(FORMAT[snap.unit])}).")
+                       f"({parse_bucket(buckets[0], snap.unit).strftime(FORMAT[snap.unit])}).")
         options = snap.options()
         models = _pick("Served model", options["served_model"], "served_model")
         versions = _pick("Router version", options["router_version"], "router_version")

@@ -74,20 +74,20 @@ def _read(view: LedgerView) -> Snapshot:
         latest_router=tuple(view.latest_router()), sample_every=every)
 
 
-def _parse(label: str, unit: str) -> datetime:
+def parse_bucket(label: str, unit: str) -> datetime:
     return datetime.strptime(label[: BUCKETS[unit]], FORMAT[unit])
 
 
 def bucket_labels(first: str, last: str, unit: str) -> list[str]:
     """Labels of every bucket from `first`'s to `last`'s, empty ones included."""
-    start, end = _parse(first, unit), _parse(last, unit)
+    start, end = parse_bucket(first, unit), parse_bucket(last, unit)
     count = int((end - start) / STEP[unit]) + 1
     return [(start + i * STEP[unit]).strftime(FORMAT[unit]) for i in range(count)]
 
 
 def later(label: str, unit: str, delta: timedelta) -> str:
     """The label of the bucket `delta` after bucket `label`."""
-    return (_parse(label, unit) + delta).strftime(FORMAT[unit])
+    return (parse_bucket(label, unit) + delta).strftime(FORMAT[unit])
 
 
 def until_after(label: str, unit: str) -> str:
