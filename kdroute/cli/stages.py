@@ -21,11 +21,6 @@ def monitor_status() -> None:
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("dashboard")
-    def dashboard() -> None:
-        """Open the Streamlit dashboard on the ledger (read-only)."""
-        _not_built("dashboard")
-
     @app.command("demo")
     def demo(
         ctx: typer.Context,

@@ -57,11 +57,19 @@ def weighted_rate(verdicts: Sequence[float], inclusion_probs: Sequence[float] | 
         if any(not 0.0 < p <= 1.0 for p in inclusion_probs):
             raise ValueError("inclusion probabilities must be in (0, 1]")
         weights = [1.0 / p for p in inclusion_probs]
-    if n == 0:
+    return rate_from_sums(n, sum(weights), sum(w * y for w, y in zip(weights, verdicts,
+                                                                      strict=True)),
+                          sum(w * w for w in weights), confidence)
+
+
+def rate_from_sums(n: int, sum_w: float, sum_wy: float, sum_w2: float,
+                   confidence: float = 0.95) -> Rate:
+    """`weighted_rate` from its sufficient statistics (n rows, Σw, Σw·y, Σw² with w = 1/π), so
+    rates of groups summed in SQL (per hour, per slice) need no rows: sums of groups add up."""
+    if n == 0 or sum_w <= 0:
         return Rate(float("nan"), 0.0, 1.0, 0, 0.0, confidence)
-    total = sum(weights)
-    value = sum(w * y for w, y in zip(weights, verdicts, strict=True)) / total
-    n_eff = total * total / sum(w * w for w in weights)
+    value = sum_wy / sum_w
+    n_eff = sum_w * sum_w / sum_w2
     lower, upper = wilson_interval(value, n_eff, confidence)
     return Rate(value, lower, upper, n, n_eff, confidence)
 

@@ -13,22 +13,11 @@ from typing import TYPE_CHECKING, Any
 from sqlite_utils import Database
 
 from kdroute.errors import StoreError
+from kdroute.store import queries
 from kdroute.store.migrations import migrations
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-def _time_range(since: str | None, until: str | None,
-                column: str = "ts") -> tuple[str, list[str]]:
-    clauses, params = [], []
-    if since is not None:
-        clauses.append(f"{column} >= ?")
-        params.append(since)
-    if until is not None:
-        clauses.append(f"{column} < ?")
-        params.append(until)
-    return ("WHERE " + " AND ".join(clauses)) if clauses else "", params
 
 
 def now() -> str:
@@ -182,6 +171,11 @@ class Store:
     def insert_shadow(self, row: Mapping[str, Any]) -> int:
         return self.db["shadow_evals"].insert(dict(row, ts=row.get("ts") or now())).last_pk
 
+    def insert_shadows(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Many shadow/probe rows in one transaction (imports and synthetic ledgers)."""
+        with self.db.atomic():
+            self.db["shadow_evals"].insert_all(dict(r, ts=r.get("ts") or now()) for r in rows)
+
     def open_alert(self, row: Mapping[str, Any]) -> int:
         return self.db["alerts"].insert(dict(row, opened_at=row.get("opened_at") or now())).last_pk
 
@@ -193,22 +187,9 @@ class Store:
 
     def savings(self, since: str | None = None, until: str | None = None) -> dict[str, float]:
         """What routing saved against "always teacher" over [since, until) (ISO timestamps):
-        `gross` = teacher-equivalent minus actual cost of the requests; `monitor_cost` = what the
-        shadow teacher answers and the breaker's background student probes cost; `net` = gross
-        minus monitor cost. Shares are of the teacher-equivalent cost (0 when there is none)."""
-        where, params = _time_range(since, until)
-        actual, teacher, n = self.db.execute(
-            "SELECT COALESCE(SUM(cost_usd), 0), COALESCE(SUM(teacher_cost_usd), 0), COUNT(*) "
-            f"FROM requests {where}", params).fetchone()
-        monitor_cost = self.db.execute(
-            "SELECT COALESCE(SUM(COALESCE(teacher_cost_usd, 0) + COALESCE(student_cost_usd, 0)), 0)"
-            f" FROM shadow_evals {where}", params).fetchone()[0]
-        gross = teacher - actual
-        net = gross - monitor_cost
-        return {"requests": n, "actual_usd": actual, "teacher_equivalent_usd": teacher,
-                "gross_usd": gross, "monitor_cost_usd": monitor_cost, "net_usd": net,
-                "gross_share": gross / teacher if teacher else 0.0,
-                "net_share": net / teacher if teacher else 0.0}
+        gross, monitor cost and net (`kdroute.store.queries.savings_totals` defines them; the
+        dashboard runs the same query on its read-only connection)."""
+        return queries.savings(self.db.conn, queries.Scope(since=since, until=until))
 
     # --- reading ----------------------------------------------------------------------------
 
