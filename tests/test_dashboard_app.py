@@ -169,10 +169,10 @@ def test_a_demo_shaped_ledger_renders(monkeypatch, tmp_path):
                            "calibration_json": {"teacher_share": 0.3},
                            "metrics_json": {"cv": {"apgr": 0.8, "cpt50": 0.2}}})
         run = store.start_run("bench", {})
-        store.save_bench(run, [{"role": r, "task": "kdroute_arith", "metric": "exact_match",
-                                "value": v} for r, v in (("teacher", 0.5), ("student", 0.4))], [])
-        store.update_run(run, config={"gate": "FAIL: below retention 0.9 (each): kdroute_arith"})
-        store.finish_run(run)
+        store.record_bench(run, [], [{"role": r, "task": "kdroute_arith", "metric": "exact_match",
+                                      "value": v} for r, v in (("teacher", 0.5), ("student", 0.4))],
+                           [], output_dir=None,
+                           summary={"gate": "FAIL: below retention 0.9 (each): kdroute_arith"})
     at = page(monkeypatch, path)
     assert not at.exception and not at.error
     assert metrics(at)["Requests"] == "100" and metrics(at)["Agreement now"] == "–"

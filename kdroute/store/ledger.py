@@ -214,5 +214,5 @@ class Store:
 
     def requests_frame(self, since: str | None = None) -> pd.DataFrame:
         """Gateway requests from `since` (an ISO timestamp; None = all), oldest first."""
-        where, params = _time_range(since, None)
+        where, params = queries.where(queries.Scope(since=since))
         return self.frame(f"SELECT * FROM requests {where} ORDER BY ts", params)
