@@ -233,3 +233,12 @@ def m002_monitor(db: Database) -> None:
     # requests: the monitor's slice of each request (the same classifier the shadow rows use), so
     # the breaker can act per slice and the dashboard can filter by it.
     db["requests"].add_column("slice", str)
+
+
+@migrations(name="m003_monitor_judge")
+def m003_monitor_judge(db: Database) -> None:
+    # shadow_evals: what the LLM judge (agreement tier 3, only for pairs the answer and embedding
+    # tiers cannot decide) cost for this pair; Store.savings counts it with the monitor's cost.
+    db["shadow_evals"].add_column("judge_cost_usd", float)
+    # alerts: the open-alert lookups every gateway worker runs each second.
+    db["alerts"].create_index(["resolved_at", "kind"])
