@@ -36,9 +36,10 @@ from kdroute.gateway.protocol import (
     model_list,
     validate_request,
 )
-from kdroute.gateway.records import RequestRecord, new_request_id
+from kdroute.gateway.records import RequestRecord, new_request_id, redact
 from kdroute.gateway.routing import MODEL_IDS, ROLES, ROUTE_HEADER, Router, choose_route
 from kdroute.gateway.service import Gateway, Listener, Target
+from kdroute.monitor.service import build_monitor
 from kdroute.store import BatchedWriter, Store
 
 log = logging.getLogger("kdroute.gateway")
@@ -101,14 +102,20 @@ def create_app(settings: Settings, *, router: Router | None = None,
                       writer=writer, api_keys=read_api_keys(settings, env),
                       store_text=gw_cfg.store_text, request_timeout_s=gw_cfg.request_timeout_s,
                       secrets=provider_keys)
+    monitor = build_monitor(settings, targets, gateway.metrics.registry, router=router,
+                            client=client, redact=lambda text: redact(text, gateway.secrets))
+    gateway.breaker = monitor.breaker
+    gateway.listeners.append(monitor.on_request)
     gateway.listeners.extend(listeners)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         writer.start()
+        await monitor.start()
         try:
             yield
         finally:
+            await monitor.stop()
             await gateway.aclose()
             await client.aclose()
             await asyncio.to_thread(writer.close)
@@ -116,6 +123,7 @@ def create_app(settings: Settings, *, router: Router | None = None,
     app = FastAPI(title="kdroute gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.gateway = gateway
+    app.state.monitor = monitor
     app.state.settings = settings
     _add_error_handlers(app)
     _add_routes(app)
@@ -231,6 +239,10 @@ def route_headers(record: RequestRecord) -> dict[str, str]:
         headers["x-kdroute-score"] = f"{record.router_score:.6f}"
     if record.threshold is not None:
         headers["x-kdroute-threshold"] = f"{record.threshold:.6f}"
+    if record.slice is not None:
+        headers["x-kdroute-slice"] = record.slice
+    if record.route_reason == "breaker":  # the monitor's quality breaker chose the teacher
+        headers["x-kdroute-breaker"] = "open"
     return headers
 
 

@@ -57,6 +57,7 @@ class Gateway:
         self.request_timeout_s = request_timeout_s
         self.secrets = tuple(s for s in (*api_keys, *secrets) if s)
         self.listeners: list[Listener] = []  # e.g. the monitor's shadow sampler
+        self.breaker = None  # the monitor's quality breaker: `await breaker.guard(decision, ...)`
 
     # --- auth ---------------------------------------------------------------------------------
 
@@ -85,6 +86,8 @@ class Gateway:
         # Scoring may run a model (embeddings); keep it off the event loop.
         decision = await asyncio.to_thread(decide, self.router, choice, conversation) \
             if choice.mode == "auto" else decide(self.router, choice, conversation)
+        if self.breaker is not None:  # an open quality alert sends the student's share to the teacher
+            decision = await self.breaker.guard(decision, conversation, record)
         record.route_reason = decision.reason
         record.router_score = decision.score
         record.threshold = decision.threshold
