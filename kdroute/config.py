@@ -92,7 +92,7 @@ class MonitorConfig(_Section):
     shadow_max_tokens: int = Field(default=512, ge=1)
     store_pairs: bool = False
     agreement_method: str = "answer+embedding"
-    embedding_threshold: float = Field(default=0.97, ge=-1, le=1)
+    embedding_threshold: float = Field(default=0.962, ge=-1, le=1)
     judge_band: float = Field(default=0.05, ge=0, le=2)
     judge: ModelConfig | None = None
     agreement_floor: float = Field(default=0.8, ge=0, le=1)

@@ -76,7 +76,7 @@ def cosines(pairs: Sequence[Pair]) -> np.ndarray:
 
 class AgreementScorer:
     def __init__(self, tiers: Sequence[str] = ("answer", "embedding"),
-                 embedding_threshold: float = 0.97, judge_band: float = 0.05,
+                 embedding_threshold: float = 0.962, judge_band: float = 0.05,
                  judge: Judge | None = None,
                  cosine_fn: Callable[[Sequence[Pair]], np.ndarray] = cosines):
         unknown = [t for t in tiers if t not in TIERS]
