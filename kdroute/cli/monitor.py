@@ -46,7 +46,7 @@ def _print_status(report: dict) -> None:
     cfg = report["config"]
     console.print(f"agreement floor {cfg['floor']:g} (window {cfg['window']}, min samples "
                   f"{cfg['min_samples']}, {cfg['confidence']:.0%} Wilson bounds); breaker "
-                  f"{'on' if cfg['breaker'] else 'off'}", highlight=False)
+                  f"{'on' if cfg['breaker'] else 'off'}", highlight=False, soft_wrap=True)
     table = Table("slice", "n", "agreement", "lower", "upper", "state")
     for row in report["agreement"]:
         table.add_row(row["slice"], str(row["n"]), f"{row['value']:.3f}", f"{row['lower']:.3f}",
@@ -54,7 +54,7 @@ def _print_status(report: dict) -> None:
     console.print(table if report["agreement"] else "no shadow evaluations in the ledger yet")
     breaker = report["breaker_open"]
     console.print("breaker: " + (f"OPEN for {', '.join(breaker)} (routed to the teacher)"
-                                 if breaker else "closed"), highlight=False)
+                                 if breaker else "closed"), highlight=False, soft_wrap=True)
     if report["open_alerts"]:
         alerts = Table("id", "kind", "slice", "opened", "value", "bound", "n", "message")
         for a in report["open_alerts"]:
@@ -67,12 +67,12 @@ def _print_status(report: dict) -> None:
     ev = report["evaluations"]
     console.print(f"evaluations: {ev['shadow_ok']} shadow, {ev['probe_ok']} probe, "
                   f"{ev['failed']} failed; monitor spend today ${report['spent_today_usd']:.4f} "
-                  f"of ${cfg['budget_usd']:g}", highlight=False)
+                  f"of ${cfg['budget_usd']:g}", highlight=False, soft_wrap=True)
     s = report["savings"]
     console.print(f"savings over {s['requests']} requests: gross ${s['gross_usd']:.4f} "
                   f"({s['gross_share']:.1%} of all-teacher ${s['teacher_equivalent_usd']:.4f}), "
                   f"monitor cost ${s['monitor_cost_usd']:.4f}, net ${s['net_usd']:.4f} "
-                  f"({s['net_share']:.1%})", highlight=False)
+                  f"({s['net_share']:.1%})", highlight=False, soft_wrap=True)
 
 
 @app.command("agree")
@@ -143,7 +143,7 @@ def replay(
 def print_agreement(result: dict, output: Path) -> None:
     methods = ", ".join(f"{m} {n}" for m, n in sorted(result["methods"].items()))
     console.print(f"scored {result['pairs']} pairs ({methods}): agreement "
-                  f"{result['agreement']:.3f}; wrote {output}", highlight=False)
+                  f"{result['agreement']:.3f}; wrote {output}", highlight=False, soft_wrap=True)
     truth = result.get("truth")
     if truth:
         from rich.table import Table
@@ -156,11 +156,11 @@ def print_agreement(result: dict, output: Path) -> None:
         console.print(f"precision of agree => student as right as the teacher "
                       f"{truth['precision']:.3f} (agree => both correct "
                       f"{truth['precision_both_correct']:.3f}); recall of both-correct pairs "
-                      f"{truth['recall']:.3f}; {truth['undecided']} undecided", highlight=False)
+                      f"{truth['recall']:.3f}; {truth['undecided']} undecided", highlight=False, soft_wrap=True)
     if "calibrated_threshold" in result:
         console.print(f"embedding threshold for precision >= 0.95 on these pairs: "
                       f"{result['calibrated_threshold']:.4f} (monitor.embedding_threshold)",
-                      highlight=False)
+                      highlight=False, soft_wrap=True)
 
 
 def print_replay(result: dict) -> None:
@@ -170,7 +170,7 @@ def print_replay(result: dict) -> None:
     skipped = f", {result['skipped']} undecided skipped" if result["skipped"] else ""
     console.print(f"{result['samples']} evaluations from {result['file']} ({result['source']}"
                   f"{skipped}): agreement {result['agreement']:.3f}; floor {st['floor']:g}, "
-                  f"window {st['window']}, min samples {st['min_samples']}", highlight=False)
+                  f"window {st['window']}, min samples {st['min_samples']}", highlight=False, soft_wrap=True)
     if not result["events"]:
         console.print("no alert would have opened")
         return

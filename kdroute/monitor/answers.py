@@ -104,7 +104,8 @@ def extract_answer(text: str | None, prompt: str | None = None) -> Answer | None
         if _CHOICE_ONLY_RE.match(body):
             return Answer("choice", _CHOICE_ONLY_RE.match(body).group(1).upper(), "short")
         number = normalise_number(body)
-        if number is not None and len(_NUMBER_RE.sub("", body).split()) <= 2:
+        if number is not None and len(_numbers(body)) == 1 \
+                and len(_NUMBER_RE.sub("", body).split()) <= 2:
             return Answer("number", number, "short")
         if number is None:
             return Answer("text", normalise_text(body), "short") if normalise_text(body) else None
