@@ -123,7 +123,8 @@ def test_decay_alert_opens_on_a_slide_and_resolves_on_recovery():
     stream = obs([rng.random() < p for p in [0.9] * 300 + [0.8] * 600 + [0.95] * 600])
     events = [(i, a) for i, a in run_stream(Detector(s), stream) if a.kind == "decay"]
     assert events[0][1].action == "open" and 300 <= events[0][0] < 900
-    assert events[0][1].statistic == "bernoulli_cusum" and events[0][1].value >= events[0][1].bound
+    opened = events[0][1]
+    assert opened.statistic == "bernoulli_cusum" and opened.bound >= opened.threshold > 0
     assert any(a.action == "resolve" for i, a in events if i >= 900)
 
 
@@ -145,7 +146,7 @@ def test_input_drift_on_router_scores_and_teacher_share():
     assert res.action == "resolve"
     # the calibration said 60 % go to the teacher; 17 % do now
     (share,) = input_drift(reference, same, 0.6, cfg(psi_alert=100.0), is_open=False)
-    assert share.statistic == "teacher_share" and share.value > 0.15
+    assert share.statistic == "teacher_share_gap" and share.value > 0.15 == share.threshold
 
 
 def test_sampler_keeps_the_mean_rate_and_weights_make_rates_unbiased():

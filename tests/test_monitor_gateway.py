@@ -229,3 +229,33 @@ def test_dead_webhook_is_counted_and_serving_goes_on(fakes, tmp_path):
         headers, answer = chat(gw)
         assert answer.choices[0].message.content and headers["x-kdroute-route-reason"] == \
             "breaker"
+
+
+def test_family_slices_from_bench_samples_break_only_their_family(fakes, tmp_path):
+    db = tmp_path / "l.db"
+    with Store(db) as store:
+        run = store.start_run("bench")
+        samples = [{"task": "t", "doc_id": i, "prompt": f"What is {i} plus {i + 3}?",
+                    "family": "arith", "role": "teacher"} for i in range(40)]
+        samples += [{"task": "t", "doc_id": 100 + i, "prompt": f"Say hello to my friend {name}.",
+                     "family": "chat", "role": "teacher"}
+                    for i, name in enumerate(["Ann", "Bob", "Cy", "Di", "Ed", "Flo", "Gus", "Hal",
+                                              "Ivy", "Jo", "Kim", "Lu", "Mo", "Ned", "Oz", "Pam"]
+                                             * 2)]
+        store.save_bench(run, [], samples)
+        store.finish_run(run)
+        # a quality alert on the arithmetic family only (as a detector would have opened it)
+        store.open_alert_once({"kind": "quality", "slice": "family:arith", "value": 0.5,
+                               "bound": 0.7, "n": 60, "window": 200, "threshold": 0.8})
+    arith = [{"role": "user", "content": "What is 17 plus 25?"}]
+    chat_prompt = [{"role": "user", "content": "Say hello to my friend Zoe."}]
+    with monitored_gateway(fakes, db) as gw:
+        headers = wait_for(lambda: (h := chat(gw, messages=arith)[0])["x-kdroute-slice"]
+                           == "family:arith" and h, what="the family classifier")
+        assert headers["x-kdroute-route-reason"] == "breaker"
+        assert headers["x-kdroute-served-model"] == TEACHER["model"]
+        other, answer = chat(gw, messages=chat_prompt)
+        assert other["x-kdroute-slice"] == "family:chat"
+        assert other["x-kdroute-route-reason"] == "router" and answer.model == STUDENT["model"]
+        row = gw.row(other["x-kdroute-request-id"])
+    assert row["slice"] == "family:chat"

@@ -64,6 +64,10 @@ class Observation:
 
 @dataclass(frozen=True)
 class AlertAction:
+    """An alert to open or resolve. `bound` is what is compared with `threshold`: the Wilson
+    bound against the floor (quality), the CUSUM statistic against h (decay), the PSI or the
+    teacher-share gap against its limit (input_drift); `value` is the statistic itself."""
+
     action: str  # open | resolve
     kind: str  # quality | decay | input_drift
     slice: str
@@ -239,8 +243,8 @@ class Detector:
         if self._decay_alarm is not None and not decay_open and self.cusum is not None:
             rate = overall or Rate(float("nan"), 0.0, 1.0, 0, 0.0, s.confidence)
             actions.append(AlertAction(
-                "open", "decay", ALL, "bernoulli_cusum", self._decay_alarm, self.cusum.h,
-                rate.n, s.window, s.floor,
+                "open", "decay", ALL, "bernoulli_cusum", self._decay_alarm, self._decay_alarm,
+                rate.n, s.window, self.cusum.h,
                 f"CUSUM of agreement {self.cusum.p0:.3f} -> {self.cusum.p1:.3f} crossed "
                 f"h = {self.cusum.h:.2f} (recent agreement {rate.value:.3f})"))
         elif decay_open and overall is not None and overall.n >= s.min_samples \
@@ -306,8 +310,8 @@ def input_drift(reference, recent, reference_share: float | None, cfg,
     detail = (f"router-score PSI {value:.3f} (alert at {cfg.psi_alert:g}), teacher share "
               f"{share:.3f} vs {reference_share:.3f} (tolerance {cfg.teacher_share_tolerance:g})")
     by_share = value <= cfg.psi_alert
-    statistic, bound = (("teacher_share", cfg.teacher_share_tolerance) if by_share
-                        else ("router_score_psi", cfg.psi_alert))
+    statistic, threshold = (("teacher_share_gap", cfg.teacher_share_tolerance) if by_share
+                            else ("router_score_psi", cfg.psi_alert))
     stat_value = gap if by_share else value
     if drifted and not is_open:
         action = "open"
@@ -315,5 +319,5 @@ def input_drift(reference, recent, reference_share: float | None, cfg,
         action = "resolve"
     else:
         return []
-    return [AlertAction(action, "input_drift", ALL, statistic, stat_value, bound, len(recent),
-                        len(recent), reference_share, detail)]
+    return [AlertAction(action, "input_drift", ALL, statistic, stat_value, stat_value,
+                        len(recent), len(recent), threshold, detail)]
