@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from kdroute.monitor.agreement import AgreementScorer, LLMJudge
@@ -31,17 +32,25 @@ log = logging.getLogger("kdroute.monitor")
 CATCH_UP_WINDOWS = 10  # at start, the detector replays this many windows of the newest rows
 DRIFT_EVERY_POLLS = 10  # the input-drift check reads the requests table every 10th poll
 CHAT_ROLES = ("system", "developer", "user", "assistant")
+MAX_PENDING_ROWS = 10_000  # evaluation rows held while the ledger cannot be written
 
 
 class MonitorLedger:
-    """The monitor's ledger connection, owned by one thread; every call runs there in order."""
+    """The monitor's ledger connection, owned by one thread; every call runs there in order.
 
-    def __init__(self, path, busy_timeout_ms: int, budget: DailyBudget):
+    Evaluation rows are buffered and written in one transaction per poll (`flush`), not one per
+    row: the request writer shares the file, and fewer write transactions means fewer lock waits.
+    """
+
+    def __init__(self, path, busy_timeout_ms: int, budget: DailyBudget, metrics=None):
         self.path = path
         self.busy_timeout_ms = busy_timeout_ms
         self.budget = budget
+        self.metrics = metrics
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="kdroute-monitor-ledger")
         self._store: Store | None = None
+        self._pending: list[tuple[dict, float]] = []
+        self._lock = threading.Lock()
 
     def _store_here(self) -> Store:
         if self._store is None:
@@ -52,15 +61,39 @@ class MonitorLedger:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(self._store_here(), *args))
 
-    async def insert_shadow(self, row: dict, cost: float) -> None:
-        def insert(store: Store) -> None:
-            store.insert_shadow(row)
-            self.budget.local_spent += cost  # in this thread, so the next snapshot includes it
+    def add_shadow(self, row: dict, cost: float) -> None:
+        """Queue an evaluation row (any thread); its cost counts against the budget at once."""
+        with self._lock:
+            self._pending.append((row, cost))
+        self.budget.spend(cost)
 
-        await self.run(insert)
+    def flush(self, store: Store) -> float:
+        """In the ledger thread: write the queued rows in one transaction; their cost. A failed
+        write (a locked file) keeps the rows for the next poll, up to MAX_PENDING_ROWS; beyond
+        that the oldest are dropped and counted."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if not batch:
+            return 0.0
+        try:
+            store.insert_shadows([row for row, _ in batch])
+        except Exception as exc:
+            log.warning("could not write %d monitor evaluations (will retry): %s", len(batch), exc)
+            with self._lock:
+                self._pending = batch + self._pending
+                overflow = len(self._pending) - MAX_PENDING_ROWS
+                if overflow > 0:
+                    dropped, self._pending = self._pending[:overflow], self._pending[overflow:]
+                    for row, _ in dropped:  # paid for: their cost stays in the budget
+                        if self.metrics is not None:
+                            self.metrics.failed.labels(row.get("kind") or "shadow",
+                                                       "ledger").inc()
+            return 0.0
+        return sum(cost for _, cost in batch)
 
     def close(self) -> None:
         def close_store() -> None:
+            self.flush(self._store_here())
             if self._store is not None:
                 self._store.close()
                 self._store = None
@@ -79,7 +112,7 @@ class Monitor:
         self.detector = Detector(DetectorSettings.from_config(cfg))
         self.budget = DailyBudget(cfg.shadow_budget_usd)
         self.ledger = MonitorLedger(settings.path(settings.store.path),
-                                    settings.store.busy_timeout_ms, self.budget)
+                                    settings.store.busy_timeout_ms, self.budget, self.metrics)
         self.sampler = StratifiedSampler(cfg.shadow_rate, cfg.shadow_near_band,
                                          cfg.shadow_near_boost, seed=seed)
         self.prober = StratifiedSampler(cfg.probe_rate, seed=None if seed is None else seed + 1)
@@ -206,13 +239,15 @@ class Monitor:
         self._export(open_alerts)
 
     def _read(self, store: Store, drift_due: bool):
-        """In the ledger thread: new evaluations, open alerts, today's spend, drift windows."""
+        """In the ledger thread: this worker's queued rows written, then new evaluations (its own
+        and other workers'), open alerts, today's spend, drift windows."""
+        flushed = self.ledger.flush(store)
         if self._last_id == 0:
             rows = store.latest_evaluations(CATCH_UP_WINDOWS * self.cfg.window)
         else:
             rows = store.evaluations_after(self._last_id)
         open_alerts = store.open_alerts()
-        self.budget.snapshot(store.monitor_spend(utc_midnight()))
+        self.budget.snapshot(store.monitor_spend(utc_midnight()), flushed)
         drift = self._drift_windows(store) if drift_due else None
         return rows, open_alerts, drift
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -50,31 +51,40 @@ def utc_midnight() -> str:
 
 
 class DailyBudget:
-    """USD per UTC day for all workers. `spent` is the ledger's total at the last poll plus what
-    this worker wrote since; calls in flight hold a reservation of their estimated cost."""
+    """USD per UTC day for all workers: the ledger's total at the last poll, plus what this worker
+    spent on rows not yet flushed into it, plus reservations for the calls in flight."""
 
     def __init__(self, limit_usd: float):
         self.limit = limit_usd
         self.ledger_spent = 0.0
         self.local_spent = 0.0
         self.reserved = 0.0
+        self._lock = threading.Lock()  # the ledger thread takes snapshots, the event loop spends
 
-    def snapshot(self, ledger_spent: float) -> None:
-        """The ledger's total (read in the ledger thread, after this worker's own writes)."""
-        self.ledger_spent, self.local_spent = ledger_spent, 0.0
+    def snapshot(self, ledger_spent: float, flushed: float) -> None:
+        """The ledger's total, read right after this worker flushed rows costing `flushed`."""
+        with self._lock:
+            self.ledger_spent = ledger_spent
+            self.local_spent = max(0.0, self.local_spent - flushed)
+
+    def spend(self, cost: float) -> None:
+        with self._lock:
+            self.local_spent += cost
 
     @property
     def spent(self) -> float:
         return self.ledger_spent + self.local_spent
 
     def reserve(self, estimate: float) -> bool:
-        if self.spent + self.reserved + estimate > self.limit:
-            return False
-        self.reserved += estimate
-        return True
+        with self._lock:
+            if self.ledger_spent + self.local_spent + self.reserved + estimate > self.limit:
+                return False
+            self.reserved += estimate
+            return True
 
     def release(self, estimate: float) -> None:
-        self.reserved = max(0.0, self.reserved - estimate)
+        with self._lock:
+            self.reserved = max(0.0, self.reserved - estimate)
 
 
 class ShadowRunner:
@@ -214,12 +224,9 @@ class ShadowRunner:
         return row
 
     async def _write(self, job: Job, row: dict, cost: float) -> None:
+        """Hand the row to the ledger (written with the next poll, in one transaction)."""
         self.metrics.cost.labels(job.kind).inc(cost)
-        try:
-            await self.ledger.insert_shadow(row, cost)
-        except Exception:
-            self.metrics.failed.labels(job.kind, "ledger").inc()
-            log.exception("could not write the %s evaluation of %s", job.kind, job.request_id)
+        self.ledger.add_shadow(row, cost)
 
 
 def _answer_and_cost(response: dict, prices, prompt: str) -> tuple[str, float]:

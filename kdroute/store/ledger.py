@@ -171,6 +171,13 @@ class Store:
     def insert_shadow(self, row: Mapping[str, Any]) -> int:
         return self.db["shadow_evals"].insert(dict(row, ts=row.get("ts") or now())).last_pk
 
+    def insert_shadows(self, rows: list[Mapping[str, Any]]) -> None:
+        """Several evaluations in one transaction (the monitor flushes once per poll)."""
+        stamp = now()
+        with self.db.atomic():
+            self.db["shadow_evals"].insert_all([dict(r, ts=r.get("ts") or stamp) for r in rows],
+                                               alter=False)
+
     def open_alert(self, row: Mapping[str, Any]) -> int:
         return self.db["alerts"].insert(dict(row, opened_at=row.get("opened_at") or now())).last_pk
 
