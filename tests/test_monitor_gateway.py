@@ -259,3 +259,20 @@ def test_family_slices_from_bench_samples_break_only_their_family(fakes, tmp_pat
         assert other["x-kdroute-route-reason"] == "router" and answer.model == STUDENT["model"]
         row = gw.row(other["x-kdroute-request-id"])
     assert row["slice"] == "family:chat"
+
+
+def test_two_workers_share_one_daily_budget_through_the_ledger(fakes, tmp_path):
+    db = tmp_path / "shared.db"
+    one_call = usage_cost(TEACHER)
+    budget = {"shadow_rate": 1.0, "shadow_budget_usd": 2.5 * one_call}
+    with monitored_gateway(fakes, db, **budget) as a, monitored_gateway(fakes, db, **budget) as b:
+        chat(a)
+        chat(a)
+        wait_for(lambda: len(shadow_rows(a)) == 2, what="worker a's two shadow rows")
+        # b has spent nothing itself, but reads a's spend from the ledger: half a call is left
+        wait_for(lambda: metric(b, "kdroute_monitor_spent_today_usd") >= 2 * one_call * 0.999,
+                 what="b to see a's spend")
+        chat(b)
+        wait_for(lambda: metric(b, "kdroute_monitor_dropped_total", kind="shadow",
+                                reason="budget") == 1, what="b's budget drop")
+        assert len(shadow_rows(a)) == 2
