@@ -59,7 +59,7 @@ def _print_status(report: dict) -> None:
         alerts = Table("id", "kind", "slice", "opened", "value", "bound", "n", "message")
         for a in report["open_alerts"]:
             alerts.add_row(str(a["id"]), a["kind"], a["slice"], a["opened_at"],
-                           f"{a['value']:.3f}", f"{a['bound']:.3f}", str(a["n"]),
+                           _num(a["value"]), _num(a["bound"]), str(a["n"] or ""),
                            a["message"] or "")
         console.print(alerts)
     else:
@@ -73,6 +73,10 @@ def _print_status(report: dict) -> None:
                   f"({s['gross_share']:.1%} of all-teacher ${s['teacher_equivalent_usd']:.4f}), "
                   f"monitor cost ${s['monitor_cost_usd']:.4f}, net ${s['net_usd']:.4f} "
                   f"({s['net_share']:.1%})", highlight=False, soft_wrap=True)
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 @app.command("agree")
