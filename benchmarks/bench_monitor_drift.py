@@ -133,7 +133,7 @@ def summary(delays) -> dict:
         return {"detected": 0, "median": None, "p95": None}
     return {"detected": len(found), "missed": len(delays) - len(found),
             "median": statistics.median(found),
-            "p95": float(np.percentile(found, 95)), "max": found[-1]}
+            "p95": round(float(np.percentile(found, 95)), 1), "max": found[-1]}
 
 
 def mmlu_replay(seeds: int) -> dict:
