@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kdroute.errors import ConfigError
 
@@ -86,13 +86,78 @@ class GatewayConfig(_Section):
     keep_alive_s: float = Field(default=75.0, gt=0)
 
 
+AGREEMENT_TIERS = ("answer", "embedding", "judge")
+
+
 class MonitorConfig(_Section):
+    """Shadow evaluation, drift alerts and the quality breaker (kdroute/monitor)."""
+
     shadow_rate: float = Field(default=0.05, ge=0, le=1)
+    shadow_near_band: float = Field(default=0.1, ge=0, le=1)
+    shadow_near_boost: float = Field(default=3.0, ge=1, le=100)
+    shadow_queue_size: int = Field(default=1000, ge=1)
+    shadow_concurrency: int = Field(default=4, ge=1, le=256)
+    shadow_budget_usd: float = Field(default=10.0, gt=0)
+    shadow_max_tokens: int = Field(default=512, ge=1)
+    store_pairs: bool = False
+    agreement_method: str = "answer+embedding"
+    embedding_threshold: float = Field(default=0.962, ge=-1, le=1)
+    judge_band: float = Field(default=0.05, ge=0, le=2)
+    judge: ModelConfig | None = None
     agreement_floor: float = Field(default=0.8, ge=0, le=1)
     window: int = Field(default=200, ge=10)
+    min_samples: int = Field(default=50, ge=1)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
-    agreement_method: Literal["exact", "embedding"] = "embedding"
-    fallback_to_teacher: bool = True
+    decay_margin: float = Field(default=0.05, gt=0, lt=1)
+    decay_arl: float = Field(default=50000.0, ge=100)
+    score_buckets: int = Field(default=4, ge=1, le=20)
+    family_slices: bool = True
+    drift_window: int = Field(default=500, ge=50)
+    psi_alert: float = Field(default=0.25, gt=0)
+    teacher_share_tolerance: float = Field(default=0.15, gt=0, le=1)
+    breaker: bool = True
+    probe_rate: float = Field(default=0.1, gt=0, le=1)
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    webhook_url: str = ""
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    webhook_retries: int = Field(default=3, ge=0, le=10)
+
+    @field_validator("agreement_method")
+    @classmethod
+    def _tiers(cls, value: str) -> str:
+        tiers = [t.strip() for t in value.split("+")]
+        unknown = [t for t in tiers if t not in AGREEMENT_TIERS]
+        if unknown or not tiers:
+            raise ValueError(f"unknown agreement tier {unknown[0]!r}; use tiers from "
+                             f"{', '.join(AGREEMENT_TIERS)} joined by '+', in that order, "
+                             f"e.g. 'answer+embedding'")
+        if len(set(tiers)) != len(tiers) or tiers != sorted(tiers, key=AGREEMENT_TIERS.index):
+            raise ValueError("agreement tiers must appear once each, cheapest first "
+                             "(answer, embedding, judge), e.g. 'answer+embedding+judge'")
+        return "+".join(tiers)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, value: str) -> str:
+        from urllib.parse import urlsplit
+
+        value = value.strip()
+        if not value:
+            return value
+        try:
+            parts = urlsplit(value)
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            parts, port_ok = None, False
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
+                or not port_ok:
+            raise ValueError("must be an http(s) URL such as https://hooks.example.com/kdroute "
+                             "(or empty for no webhook)")
+        return value
+
+    @property
+    def tiers(self) -> tuple[str, ...]:
+        return tuple(self.agreement_method.split("+"))
 
 
 class DistillConfig(_Section):

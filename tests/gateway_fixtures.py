@@ -40,7 +40,10 @@ class KeywordRouter:
         return ("teacher" if score >= t else "student"), score
 
 
-def make_settings(teacher_url: str, student_url: str, db: Path, **gateway):
+def make_settings(teacher_url: str, student_url: str, db: Path, monitor: dict | None = None,
+                  **gateway):
+    """Gateway settings in front of the fakes. Shadowing is off unless `monitor` turns it on, so
+    tests that count back-end calls see only the calls their requests make."""
     from kdroute.config import Settings
 
     return Settings.model_validate({
@@ -49,6 +52,7 @@ def make_settings(teacher_url: str, student_url: str, db: Path, **gateway):
         "store": {"path": str(db)},
         "gateway": {"retry_backoff_s": 0.01, "writer_flush_interval_s": 0.05,
                     "max_body_bytes": 4096, **gateway},
+        "monitor": {"shadow_rate": 0.0, **(monitor or {})},
     })
 
 

@@ -26,6 +26,7 @@ def test_kdroute_bench_evaluates_the_gateway(tmp_path, monkeypatch, capsys):
         '[teacher]\nmodel = "hf:teacher"\ninput_price_per_1m = 5.0\noutput_price_per_1m = 15.0\n'
         '[student]\nmodel = "hf:student"\ninput_price_per_1m = 0.1\noutput_price_per_1m = 0.3\n'
         '[store]\npath = "ledger.db"\n[gateway]\nwriter_flush_interval_s = 0.05\n'
+        '[monitor]\nshadow_rate = 0.0\n'
         f'[bench]\ninclude_path = "{REPO / "evalsets"}"\nlimit = {LIMIT}\noutput_dir = "runs"\n'
         'batch_size = 4\ndevice = "cpu"\n')
     settings = load_config(config, env={})

@@ -16,7 +16,8 @@ PROVIDER_KEY = "sk-provider-deepseek-0123456789"
 def settings_for(tmp_path, teacher: dict, student: dict, **gateway) -> Settings:
     return Settings.model_validate({
         "teacher": teacher, "student": student, "store": {"path": str(tmp_path / "ledger.db")},
-        "gateway": {"retry_backoff_s": 0.01, "writer_flush_interval_s": 0.05, **gateway}})
+        "gateway": {"retry_backoff_s": 0.01, "writer_flush_interval_s": 0.05, **gateway},
+        "monitor": {"shadow_rate": 0.0}})  # these tests count back-end calls: no shadow calls
 
 
 def rows(tmp_path) -> list[dict]:

@@ -30,7 +30,7 @@ EXPECTED_COLUMNS = {
                      "method", "teacher_cost_usd", "latency_ms", "kind", "status", "error",
                      "student_model", "prompt_text", "student_response", "score", "verdict",
                      "inclusion_prob", "router_score", "threshold", "router_version", "slice",
-                     "student_cost_usd"],
+                     "student_cost_usd", "judge_cost_usd"],
     "alerts": ["id", "kind", "opened_at", "resolved_at", "statistic", "value", "bound", "window",
                "threshold", "message", "slice", "n", "resolved_value", "resolved_bound"],
 }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from kdroute.cli import bench, dashboard, db, distill, route, serve, stages
+from kdroute.cli import bench, dashboard, db, distill, monitor, route, serve, stages
 from kdroute.cli.common import State, err_console
 from kdroute.errors import KdrouteError
 
@@ -51,7 +51,7 @@ distill.register(app)
 bench.register(app)
 app.add_typer(route.app, name="route")
 serve.register(app)
-app.add_typer(stages.monitor_app, name="monitor")
+app.add_typer(monitor.app, name="monitor")
 stages.register(app)
 dashboard.register(app)
 app.add_typer(db.app, name="db")

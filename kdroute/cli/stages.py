@@ -6,18 +6,9 @@ import typer
 
 from kdroute.errors import NotBuiltError
 
-monitor_app = typer.Typer(help="Shadow evaluation, agreement drift and alerts.",
-                          no_args_is_help=True)
-
 
 def _not_built(stage: str) -> None:
     raise NotBuiltError(f"`kdroute {stage}` is not built yet in this version")
-
-
-@monitor_app.command("status")
-def monitor_status() -> None:
-    """Show shadow agreement, the drift statistic and open alerts."""
-    _not_built("monitor status")
 
 
 def register(app: typer.Typer) -> None:

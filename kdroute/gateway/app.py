@@ -29,7 +29,7 @@ from kdroute.gateway.backends import RetryPolicy, build_backend
 from kdroute.gateway.costing import resolve_prices
 from kdroute.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from kdroute.gateway.protocol import FORBIDDEN_FIELDS, GatewayError, error_body, model_list
-from kdroute.gateway.redaction import install_log_redaction
+from kdroute.gateway.redaction import install_log_redaction, redact
 from kdroute.gateway.routing import MODEL_IDS, ROLES, Router
 from kdroute.gateway.service import (
     Answer,
@@ -41,6 +41,7 @@ from kdroute.gateway.service import (
     Target,
     internal_error_body,
 )
+from kdroute.monitor.service import build_monitor
 from kdroute.store import BatchedWriter, Store
 
 log = logging.getLogger("kdroute.gateway")
@@ -112,6 +113,10 @@ def create_app(settings: Settings, *, router: Router | None = None,
                       writer=writer, api_keys=read_api_keys(settings, env),
                       store_text=gw_cfg.store_text, request_timeout_s=gw_cfg.request_timeout_s,
                       secrets=provider_keys, extra_fields=extra)
+    monitor = build_monitor(settings, targets, gateway.metrics.registry, router=router,
+                            client=client, redact=lambda text: redact(text, gateway.secrets))
+    gateway.breaker = monitor.breaker
+    gateway.listeners.append(monitor.on_request)
     gateway.listeners.extend(listeners)
     install_log_redaction(gateway.secrets)
 
@@ -119,9 +124,11 @@ def create_app(settings: Settings, *, router: Router | None = None,
     async def lifespan(app: FastAPI):
         writer.start()  # replays the spool of a process that died, if any
         await gateway.warm()  # uvicorn listens only once this is done
+        await monitor.start()
         try:
             yield
         finally:
+            await monitor.stop()
             await gateway.aclose()
             await client.aclose()
             import asyncio
@@ -132,6 +139,7 @@ def create_app(settings: Settings, *, router: Router | None = None,
                   openapi_url=None)
     app.router.redirect_slashes = False  # `/v1/models/` is a 404 like any unknown URL, not a 307
     app.state.gateway = gateway
+    app.state.monitor = monitor
     app.state.settings = settings
     app.add_middleware(AuthMiddleware, gateway=gateway,
                        open_probes_on_loopback=gw_cfg.loopback_probes_without_key)

@@ -49,10 +49,11 @@ class RequestRecord:
     ts: str = field(default_factory=utc_now)
     served_model: str | None = None
     served_role: str | None = None  # teacher | student
-    route_reason: str = "error"  # router | override | fallback | error
+    route_reason: str = "error"  # router | override | fallback | breaker | error
     router_score: float | None = None
     threshold: float | None = None
     router_version: str | None = None
+    slice: str | None = None  # the monitor's slice ("family:arith", or "all"); set when routed
     latency_ms: float | None = None
     ttft_ms: float | None = None
     prompt_tokens: int | None = None

@@ -40,7 +40,7 @@ class RouteChoice:
 @dataclass(frozen=True)
 class Decision:
     role: str  # teacher | student
-    reason: str  # router | override
+    reason: str  # router | override | breaker (the monitor's quality breaker overrode the router)
     score: float | None
     threshold: float | None
 

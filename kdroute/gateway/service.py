@@ -121,6 +121,7 @@ class Gateway:
         # Score on the event loop when a fresh score is cheap (measured by `warm`): a thread hop
         # costs more than a sub-millisecond score. Embedding scorers stay in a thread.
         self.inline_scoring = False
+        self.breaker = None  # the monitor's quality breaker: `await breaker.guard(decision, ...)`
 
     # --- the one serving call -----------------------------------------------------------------
 
@@ -210,6 +211,8 @@ class Gateway:
             decision = decide(self.router, choice, conversation)
         else:
             decision = await asyncio.to_thread(decide, self.router, choice, conversation)
+        if self.breaker is not None:  # an open quality alert sends the student's share to the teacher
+            decision = await self.breaker.guard(decision, conversation, record)
         record.route_reason = decision.reason
         record.router_score = decision.score
         record.threshold = decision.threshold
@@ -463,6 +466,10 @@ def route_headers(record: RequestRecord) -> dict[str, str]:
         headers["x-kdroute-score"] = f"{record.router_score:.6f}"
     if record.threshold is not None:
         headers["x-kdroute-threshold"] = f"{record.threshold:.6f}"
+    if record.slice is not None:
+        headers["x-kdroute-slice"] = record.slice
+    if record.route_reason == "breaker":  # the monitor's quality breaker chose the teacher
+        headers["x-kdroute-breaker"] = "open"
     return headers
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from statistics import NormalDist
 
 
@@ -34,13 +35,19 @@ def wilson_interval(p: float, n: float, confidence: float = 0.95) -> tuple[float
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if n <= 0:
         return 0.0, 1.0
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    z = _z(confidence)
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     # clamp to [0, 1] and keep p inside: at p = 0 or 1 rounding would otherwise leave it out by
     # an ulp
     return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))
+
+
+@lru_cache(maxsize=16)
+def _z(confidence: float) -> float:
+    """The two-sided normal quantile (computed once per level: the detector asks per sample)."""
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
 def weighted_rate(verdicts: Sequence[float], inclusion_probs: Sequence[float] | None = None,

@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def _dicts(cursor) -> list[dict]:
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
@@ -172,18 +177,110 @@ class Store:
         return self.db["shadow_evals"].insert(dict(row, ts=row.get("ts") or now())).last_pk
 
     def insert_shadows(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Many shadow/probe rows in one transaction (imports and synthetic ledgers)."""
+        """Several evaluations in one transaction (the monitor flushes once per poll; imports and
+        synthetic ledgers write many at once)."""
+        stamp = now()
         with self.db.atomic():
-            self.db["shadow_evals"].insert_all(dict(r, ts=r.get("ts") or now()) for r in rows)
+            self.db["shadow_evals"].insert_all((dict(r, ts=r.get("ts") or stamp) for r in rows),
+                                               alter=False)
 
     def open_alert(self, row: Mapping[str, Any]) -> int:
         return self.db["alerts"].insert(dict(row, opened_at=row.get("opened_at") or now())).last_pk
 
-    def resolve_alert(self, alert_id: int) -> None:
-        self.db["alerts"].update(alert_id, {"resolved_at": now()})
+    def open_alert_once(self, row: Mapping[str, Any]) -> int | None:
+        """Open an alert unless one of the same kind and slice is open already (another worker
+        may have opened it first): its id if this call opened it, else None."""
+        row = dict(row, opened_at=row.get("opened_at") or now(), resolved_at=None)
+        columns = ", ".join(f"[{k}]" for k in row)
+        with self.db.atomic():
+            cursor = self.db.execute(
+                f"INSERT OR IGNORE INTO alerts ({columns}) VALUES "
+                f"({', '.join('?' * len(row))})", list(row.values()))
+            return cursor.lastrowid if cursor.rowcount == 1 else None
 
-    def open_alerts(self) -> list[dict]:
-        return list(self.db["alerts"].rows_where("resolved_at IS NULL", order_by="id"))
+    def resolve_alert(self, alert_id: int, value: float | None = None,
+                      bound: float | None = None) -> None:
+        self.db["alerts"].update(alert_id, {"resolved_at": now(), "resolved_value": value,
+                                            "resolved_bound": bound})
+
+    def resolve_open_alert(self, kind: str, slice_: str, value: float | None = None,
+                           bound: float | None = None) -> dict | None:
+        """Resolve the open alert of (kind, slice): the resolved row if this call resolved it,
+        None if none was open (e.g. another worker resolved it first)."""
+        with self.db.atomic():
+            row = self.db.execute(
+                "SELECT id FROM alerts WHERE kind = ? AND slice = ? AND resolved_at IS NULL",
+                [kind, slice_]).fetchone()
+            if row is None:
+                return None
+            cursor = self.db.execute(
+                "UPDATE alerts SET resolved_at = ?, resolved_value = ?, resolved_bound = ? "
+                "WHERE id = ? AND resolved_at IS NULL", [now(), value, bound, row[0]])
+            if cursor.rowcount != 1:
+                return None
+        return self.db["alerts"].get(row[0])
+
+    def open_alerts(self, kind: str | None = None) -> list[dict]:
+        where = "resolved_at IS NULL" + (" AND kind = ?" if kind else "")
+        return list(self.db["alerts"].rows_where(where, [kind] if kind else [], order_by="id"))
+
+    def alerts(self, limit: int = 50) -> list[dict]:
+        """The most recent alerts, open or resolved, newest first."""
+        return list(self.db["alerts"].rows_where(order_by="id DESC", limit=limit))
+
+    # Columns the monitor's detector reads per evaluation.
+    _EVAL_COLUMNS = "id, kind, verdict, inclusion_prob, slice, router_score, ts"
+
+    def evaluations_after(self, last_id: int, limit: int = 10000) -> list[dict]:
+        """Scored shadow/probe rows (status ok, a verdict) with id > last_id, oldest first."""
+        cursor = self.db.execute(
+            f"SELECT {self._EVAL_COLUMNS} FROM shadow_evals WHERE id > ? AND status = 'ok' "
+            "AND verdict IS NOT NULL ORDER BY id LIMIT ?", [last_id, limit])
+        return _dicts(cursor)
+
+    def latest_evaluations(self, n: int) -> list[dict]:
+        """The last n scored shadow/probe rows, oldest first (a detector's catch-up)."""
+        cursor = self.db.execute(
+            f"SELECT {self._EVAL_COLUMNS} FROM shadow_evals WHERE status = 'ok' "
+            "AND verdict IS NOT NULL ORDER BY id DESC LIMIT ?", [n])
+        return _dicts(cursor)[::-1]
+
+    def monitor_spend(self, since: str) -> float:
+        """USD the monitor spent since `since` (shadow teacher, probe student and judge calls)."""
+        return self.db.execute(
+            "SELECT COALESCE(SUM(COALESCE(teacher_cost_usd, 0) + COALESCE(student_cost_usd, 0) "
+            "+ COALESCE(judge_cost_usd, 0)), 0) FROM shadow_evals WHERE ts >= ?",
+            [since]).fetchone()[0]
+
+    def routed_scores(self, router_version: str | None, n: int, oldest: bool = False
+                      ) -> list[tuple[str, float, float]]:
+        """(ts, router score, threshold) of n auto-routed requests of this router version: the
+        newest, or with `oldest` the first ones (the input-drift reference), oldest first."""
+        version = "router_version IS ?" if router_version is None else "router_version = ?"
+        cursor = self.db.execute(
+            "SELECT ts, router_score, threshold FROM requests WHERE router_score IS NOT NULL AND "
+            f"route_reason IN ('router', 'breaker', 'fallback') AND {version} "
+            f"ORDER BY ts {'ASC' if oldest else 'DESC'} LIMIT ?", [router_version, n])
+        rows = [(str(ts), float(s), float(t)) for ts, s, t in cursor.fetchall()]
+        return rows if oldest else rows[::-1]
+
+    def shadow_counts(self, since: str | None = None) -> list[dict]:
+        """Background evaluations by kind, status and method (with their cost), since `since`."""
+        where, params = queries.where(queries.Scope(since=since))
+        cursor = self.db.execute(
+            "SELECT kind, status, method, COUNT(*) AS n, SUM(verdict) AS agreed, "
+            "COALESCE(SUM(COALESCE(teacher_cost_usd, 0) + COALESCE(student_cost_usd, 0) "
+            f"+ COALESCE(judge_cost_usd, 0)), 0) AS cost_usd FROM shadow_evals {where} "
+            "GROUP BY kind, status, method ORDER BY kind, status, method", params)
+        return _dicts(cursor)
+
+    def family_prompts(self, limit: int = 20000) -> list[tuple[str, str]]:
+        """(prompt, task family) of distinct bench prompts: what the monitor's slice classifier
+        learns from."""
+        cursor = self.db.execute(
+            "SELECT prompt, family FROM bench_samples WHERE family IS NOT NULL AND family != '' "
+            "AND prompt IS NOT NULL GROUP BY prompt, family LIMIT ?", [limit])
+        return [(p, f) for p, f in cursor.fetchall()]
 
     def savings(self, since: str | None = None, until: str | None = None) -> dict[str, float]:
         """What routing saved against "always teacher" over [since, until) (ISO timestamps):

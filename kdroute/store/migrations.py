@@ -256,3 +256,12 @@ def m004_gateway_stream_outcome(db: Database) -> None:
     # client_disconnected (the client left first). NULL for requests that did not stream, and
     # for rows written before this migration.
     db["requests"].add_column("stream_outcome", str)
+
+
+@migrations(name="m005_monitor_judge")
+def m005_monitor_judge(db: Database) -> None:
+    # shadow_evals: what the LLM judge (agreement tier 3, only for pairs the answer and embedding
+    # tiers cannot decide) cost for this pair; Store.savings counts it with the monitor's cost.
+    db["shadow_evals"].add_column("judge_cost_usd", float)
+    # alerts: the open-alert lookups every gateway worker runs each second.
+    db["alerts"].create_index(["resolved_at", "kind"])

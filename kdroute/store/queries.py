@@ -70,7 +70,8 @@ def savings_parts(conn, scope: Scope = Scope(), groups: int = 1) -> list[dict[st
     the parts can be resampled for a bootstrap interval; groups=1 gives the totals.
 
     Each part: requests, actual_usd (what was paid), teacher_equivalent_usd (what always-teacher
-    would have paid), monitor_cost_usd (shadow teacher answers and breaker probes)."""
+    would have paid), monitor_cost_usd (shadow teacher answers, breaker probes and the agreement
+    judge's calls)."""
     req_where, req_params = where(scope)
     shadow_where, shadow_params = where(scope, ts="s.ts", served_model=SHADOW_SERVED_MODEL,
                                         router_version="s.router_version", slice_="s.slice")
@@ -83,7 +84,8 @@ def savings_parts(conn, scope: Scope = Scope(), groups: int = 1) -> list[dict[st
         parts[g].update(requests=n, actual_usd=actual, teacher_equivalent_usd=teacher)
     for g, cost in conn.execute(
             f"SELECT s.rowid % {int(groups)}, COALESCE(SUM(COALESCE(s.teacher_cost_usd, 0)"
-            f" + COALESCE(s.student_cost_usd, 0)), 0) FROM shadow_evals s {shadow_where} "
+            f" + COALESCE(s.student_cost_usd, 0) + COALESCE(s.judge_cost_usd, 0)), 0)"
+            f" FROM shadow_evals s {shadow_where} "
             "GROUP BY 1", shadow_params).fetchall():
         parts[g]["monitor_cost_usd"] = cost
     return [parts[g] for g in range(groups)]
@@ -91,8 +93,8 @@ def savings_parts(conn, scope: Scope = Scope(), groups: int = 1) -> list[dict[st
 
 def savings_totals(parts: Iterable[dict[str, float]]) -> dict[str, float]:
     """What routing saved against "always teacher": `gross` = teacher-equivalent minus actual
-    cost of the requests; `monitor_cost` = what the shadow teacher answers and the breaker's
-    background student probes cost; `net` = gross minus monitor cost. Shares are of the
+    cost of the requests; `monitor_cost` = what the shadow teacher answers, the breaker's
+    background student probes and the agreement judge cost; `net` = gross minus monitor cost. Shares are of the
     teacher-equivalent cost (0 when there is none)."""
     parts = list(parts)
     n = sum(p["requests"] for p in parts)
