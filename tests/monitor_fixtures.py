@@ -48,7 +48,7 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
 
 def metric(gw: Gateway, name: str, **labels) -> float:
     """The value of one sample of /metrics (0 when absent)."""
-    text = httpx.get(gw.url + "/metrics").text
+    text = httpx.get(gw.url + "/metrics", headers={"Authorization": f"Bearer {KEYS[0]}"}).text
     total = 0.0
     for family in text_string_to_metric_families(text):
         for sample in family.samples:

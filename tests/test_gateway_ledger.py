@@ -139,7 +139,8 @@ def _serve(fakes, tmp_path, *args: str, **gateway):
         'input_price_per_1m = 5.0\noutput_price_per_1m = 15.0\ntimeout_s = 60\n'
         f'[student]\nmodel = "openai/small-student"\napi_base = "{student.url}"\n'
         'input_price_per_1m = 0.1\noutput_price_per_1m = 0.3\n'
-        f'[store]\npath = "ledger.db"\n[gateway]\n{gateway_toml}')
+        # no shadowing: these tests count the fake teacher's calls
+        f'[store]\npath = "ledger.db"\n[monitor]\nshadow_rate = 0\n[gateway]\n{gateway_toml}')
     env = dict(os.environ, KDROUTE_API_KEYS=KEYS[0])
     proc = subprocess.Popen([sys.executable, "-m", "kdroute", "--config", str(config), "serve",
                              "--port", str(port), "--log-level", "warning", *args], env=env,

@@ -25,9 +25,10 @@ def test_shadow_call_is_the_conversation_alone_and_the_client_answer_is_untouche
     student.set(text="The answer is 42.")
     teacher.set(text="So the total is 40 + 2 = 42.")
     with monitored_gateway(fakes, tmp_path / "l.db", shadow_rate=1.0) as gw:
-        # a client trying to steer the shadow call: extra fields, its own sampling and limits
+        # a client trying to steer the shadow call with its own sampling, limits and fields
+        # (provider arguments such as api_base are refused at the edge: test_gateway_attack)
         headers, answer = chat(gw, messages=EASY, temperature=1.3, max_tokens=7, seed=5,
-                               extra_body={"api_base": "http://evil.example/v1", "user": "u1"})
+                               extra_body={"user": "u1"})
         assert answer.choices[0].message.content == "The answer is 42."
         assert answer.model == STUDENT["model"]
         assert headers["x-kdroute-route-reason"] == "router"
