@@ -10,14 +10,14 @@ in `kdroute.tinymodels.format_prompt` / `format_response` (and in the lm-eval YA
 
 Six families, each with a difficulty in its own natural unit:
 
-    arith    addition/subtraction   difficulty = digits of the larger operand (1-5)
-    reverse  reverse a string       difficulty = string length (2-10)
-    sort     sort distinct digits   difficulty = how many digits (2-6)
-    count    count a letter         difficulty = string length (2-9)
+    arith    a number +/- one digit difficulty = digits of the number (1-6)
+    reverse  reverse a string       difficulty = string length (2-12)
+    sort     sort distinct digits   difficulty = how many digits (2-8)
+    count    length of a string     difficulty = string length (2-13)
     lookup   made-up capitals       difficulty = frequency tier in train (1 common - 3 rare)
     mc       pick the largest of 4  difficulty = digits of the numbers (1-4); scored by loglik
 
-Levels are drawn uniformly per split. Validation and test are drawn first and train avoids their
+Levels are uniform in validation and test; train draws harder levels more often. Validation and test are drawn first and train avoids their
 prompts (after MAX_RETRIES draws it would accept a collision; none happens with this seed), so even
 the smallest levels test generalisation: e.g. train sorts only the ~35 digit pairs the held-out
 splits do not use. Lookup is memorisation: its facts recur in every split by design.
@@ -40,19 +40,20 @@ SPLITS = ("test", "validation", "train")  # order matters: train avoids the held
 SIZES = {"train": 6000, "validation": 100, "test": 300}
 LOOKUP_TIERS = {1: 80, 2: 25, 3: 6}  # tier -> training repeats of each fact
 LOOKUP_PER_TIER = 20
+TRAIN_LEVEL_WEIGHT = 0.5  # train draws level i (0 = easiest) with weight 1 + 0.5 i
 MAX_RETRIES = 50  # draws tried before accepting a train item that collides with a held-out one
 
 Item = dict
 
 
 def _arith(rng: random.Random, level: int) -> Item:
-    hi = rng.randint(10 ** (level - 1) if level > 1 else 0, 10**level - 1)
-    lo = rng.randint(0, 10**level - 1)
-    if rng.random() < 0.5:
-        a, b = (hi, lo) if rng.random() < 0.5 else (lo, hi)
-        return {"prompt": f"What is {a} + {b}?", "response": str(a + b)}
-    a, b = max(hi, lo), min(hi, lo)  # keep results non-negative
-    return {"prompt": f"What is {a} - {b}?", "response": str(a - b)}
+    """A `level`-digit number plus or minus one digit: carries and borrows ripple further the
+    longer the number (full multi-digit addition is out of reach of a model this small)."""
+    number = rng.randint(10 ** (level - 1) if level > 1 else 0, 10**level - 1)
+    digit = rng.randint(1, 9)
+    if rng.random() < 0.5 or number < digit:
+        return {"prompt": f"What is {number} + {digit}?", "response": str(number + digit)}
+    return {"prompt": f"What is {number} - {digit}?", "response": str(number - digit)}
 
 
 def _reverse(rng: random.Random, level: int) -> Item:
@@ -67,9 +68,8 @@ def _sort(rng: random.Random, level: int) -> Item:
 
 
 def _count(rng: random.Random, level: int) -> Item:
-    word = "".join(rng.choices("abcd", k=level))
-    letter = rng.choice("abcd")
-    return {"prompt": f"How many {letter} are in {word}?", "response": str(word.count(letter))}
+    word = "".join(rng.choices(string.ascii_lowercase, k=level))
+    return {"prompt": f"How many letters are in {word}?", "response": str(level)}
 
 
 def _mc(rng: random.Random, level: int) -> Item:
@@ -81,10 +81,10 @@ def _mc(rng: random.Random, level: int) -> Item:
 
 
 GENERATORS: dict[str, tuple[Callable[[random.Random, int], Item], range]] = {
-    "arith": (_arith, range(1, 6)),
-    "reverse": (_reverse, range(2, 11)),
-    "sort": (_sort, range(2, 7)),
-    "count": (_count, range(2, 10)),
+    "arith": (_arith, range(1, 7)),
+    "reverse": (_reverse, range(2, 13)),
+    "sort": (_sort, range(2, 9)),
+    "count": (_count, range(2, 14)),
     "mc": (_mc, range(1, 5)),
 }
 FAMILIES = ("arith", "reverse", "sort", "count", "lookup", "mc")
@@ -128,8 +128,12 @@ def _family_items(family: str, split: str, seed: int, held_out: set[str]) -> lis
     make, levels = GENERATORS[family]
     rng = random.Random(f"{seed}-{split}-{family}")
     items = []
+    weights = [1 + TRAIN_LEVEL_WEIGHT * i for i in range(len(levels))]
     for i in range(SIZES[split]):
-        level = levels[i % len(levels)]
+        # held-out splits: levels uniform; train: harder levels drawn more often (they need more
+        # examples to learn, and the easy ones have few distinct prompts anyway)
+        level = (levels[i % len(levels)] if split != "train"
+                 else rng.choices(levels, weights=weights)[0])
         for _ in range(MAX_RETRIES):
             item = make(rng, level)
             if item["prompt"] not in held_out:

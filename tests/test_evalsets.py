@@ -52,12 +52,26 @@ def _expected(row) -> str:
     if family == "sort":
         return " ".join(map(str, sorted(int(n) for n in prompt.split(":")[1].split())))
     if family == "count":
-        letter, word = re.fullmatch(r"How many (\w) are in (\w+)\?", prompt).groups()
-        return str(word.count(letter))
+        return str(len(re.fullmatch(r"How many letters are in (\w+)\?", prompt).group(1)))
     if family == "mc":
         return max(row["choices"], key=int)
     table = {country: capital for country, capital, _ in evalsets.lookup_table()}
     return table[re.fullmatch(r"What is the capital of (\w+)\?", prompt).group(1)]
+
+
+def test_train_draws_harder_levels_more_often_and_test_is_uniform(splits):
+    for family in ("arith", "reverse", "sort", "count"):
+        train = Counter(r["difficulty"] for r in splits["train"] if r["family"] == family)
+        test = Counter(r["difficulty"] for r in splits["test"] if r["family"] == family)
+        assert train[max(train)] > 2 * train[min(train)], family
+        assert max(test.values()) - min(test.values()) <= 1, family
+
+
+def test_arith_adds_or_subtracts_one_digit(splits):
+    for row in splits["test"]:
+        if row["family"] == "arith":
+            number, _, digit = row["prompt"][len("What is "):-1].split()
+            assert len(number) == row["difficulty"] and 1 <= int(digit) <= 9
 
 
 def test_responses_are_correct(splits):
