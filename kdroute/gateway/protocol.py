@@ -204,16 +204,6 @@ def conversation_of(request: _Request) -> list[dict[str, Any]]:
     return [{"role": "user", "content": prompt}]
 
 
-def message_text(content: Any) -> str:
-    """The text of a message's content (string or a list of content parts)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content
-                   if isinstance(part, dict) and isinstance(part.get("text", ""), str))
-
-
 def model_list(ids: list[str], created: int) -> dict[str, Any]:
     return {"object": "list",
             "data": [{"id": i, "object": "model", "created": created, "owned_by": "kdroute"}
