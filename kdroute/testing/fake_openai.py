@@ -1,4 +1,4 @@
-"""Test helpers: a fake OpenAI-compatible back end that is a real HTTP server on 127.0.0.1, and a
+"""A fake OpenAI-compatible back end that is a real HTTP server on 127.0.0.1, and a
 runner that serves an ASGI app with uvicorn on a free port in a background thread.
 
 The fake stands in for a remote provider (the only thing that cannot run here). Its behaviour is
