@@ -6,6 +6,8 @@ Targets, one run, interleaved, each repeated (medians and min-max spread reporte
   kdroute          wrk -> `kdroute serve` (learned tfidf router, ledger on) -> back end, one prompt
   kdroute_unique   the same, every prompt new (each one scored fresh: what real traffic is)
   kdroute_accesslog  kdroute with uvicorn's access log on ("logging on vs off")
+  kdroute_baseline   with KDBENCH_BASELINE=<git ref>: the same `kdroute serve` from that commit
+                   (extracted with `git archive`), same config: before/after in one run
   litellm          wrk -> LiteLLM proxy (its own venv under benchmarks/.litellm-venv, defaults,
                    no database) -> back end
 at concurrency 1, 16 and 64. The server under test is pinned to core 0 (`taskset -c 0`), wrk and
@@ -15,7 +17,13 @@ JSON (share of samples by library). The uncached learned score is timed in-proce
 
 Needs `wrk` (Debian: `apt-get install wrk`); stops with that message if it is missing. The
 machine is shared: load average before and after is recorded; re-run on a quiet one to compare.
-Environment: KDBENCH_DURATION (s per run, default 5), KDBENCH_REPEATS (default 3).
+Environment: KDBENCH_DURATION (s per run, default 5), KDBENCH_REPEATS (default 3),
+KDBENCH_BASELINE (a git ref to compare against; none by default).
+
+The script does not change its own priority: it records its niceness and the load average
+(before, after, and the 1-minute figure at every wrk run), so a reader can tell a loaded
+machine's figures from a quiet one's. Ratios measured in the same run (kdroute vs direct, access
+log on vs off, baseline vs now) hold up better on a loaded machine than absolute figures.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ LITELLM_VENV = HERE / ".litellm-venv"
 LITELLM_VERSION = "1.108.7"
 DURATION = int(os.environ.get("KDBENCH_DURATION", "5"))
 REPEATS = int(os.environ.get("KDBENCH_REPEATS", "3"))
+BASELINE = os.environ.get("KDBENCH_BASELINE", "")
 CONCURRENCY = (1, 16, 64)
 SERVER_CORE, CLIENT_CORE = "0", "1"
 KEY = "sk-kdbench-4f9a1c7e2b8d6a3f5e0c9b1d7a2e4f6c8b0d3a5e7f9c1b"  # strong: the LiteLLM proxy
@@ -129,12 +138,24 @@ def kdroute_config(backend: str, access_log: bool, router: Path) -> Path:
     return config
 
 
-def start_kdroute(config: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, KDROUTE_API_KEYS=KEY, OMP_NUM_THREADS="1")
-    proc = start([str(ROOT / ".venv" / "bin" / "kdroute"), "--config", str(config), "serve",
+def start_kdroute(config: Path, port: int, tree: Path = ROOT) -> subprocess.Popen:
+    """`kdroute serve` from `tree` (this checkout, or a baseline's extracted copy), run by this
+    interpreter: the tree comes first on the path, the environment is the benchmark's own."""
+    env = dict(os.environ, KDROUTE_API_KEYS=KEY, OMP_NUM_THREADS="1", PYTHONPATH=str(tree))
+    proc = start([PY, "-m", "kdroute", "--config", str(config), "serve",
                   "--port", str(port), "--log-level", "warning"], SERVER_CORE, env)
     wait_http(f"http://127.0.0.1:{port}/health", proc)
     return proc
+
+
+def baseline_tree(ref: str) -> Path:
+    """The `kdroute/` package as it was at `ref`, extracted under .work/baseline."""
+    tree = WORK / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", ref, "kdroute"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
 
 
 def litellm_ready() -> bool:
@@ -209,7 +230,7 @@ def wrk(url: str, script: Path, connections: int, pid: int | None) -> dict:
 
 def profile(pid: int, url: str, script: Path) -> dict:
     """py-spy samples of the gateway under c=16 unique-prompt load, by library (leaf frame)."""
-    spy = ROOT / ".venv" / "bin" / "py-spy"
+    spy = Path(PY).parent / "py-spy"  # installed beside this interpreter (the dev extra)
     raw = WORK / "profile.txt"
     rec = subprocess.Popen([str(spy), "record", "-p", str(pid), "-d", str(DURATION), "-r", "200",
                             "--format", "raw", "-o", str(raw), "--nonblocking"],
@@ -267,9 +288,12 @@ def main() -> int:
     servers: dict[str, tuple[subprocess.Popen | None, str, Path]] = {}
     try:
         servers["direct"] = (None, backend_url + "/chat/completions", lua("fast", False))
-        for name, log in (("kdroute", False), ("kdroute_accesslog", True)):
+        kdroute_targets = [("kdroute", False, ROOT), ("kdroute_accesslog", True, ROOT)]
+        if BASELINE:
+            kdroute_targets.append(("kdroute_baseline", False, baseline_tree(BASELINE)))
+        for name, log, tree in kdroute_targets:
             port = free_port()
-            proc = start_kdroute(kdroute_config(backend_url, log, router), port)
+            proc = start_kdroute(kdroute_config(backend_url, log, router), port, tree)
             servers[name] = (proc, f"http://127.0.0.1:{port}/v1/chat/completions",
                              lua("kdroute/auto", False))
         proc, url, _ = servers["kdroute"]
@@ -285,6 +309,7 @@ def main() -> int:
             for c in CONCURRENCY:
                 for target, (proc, url, script) in servers.items():  # interleaved
                     result = wrk(url, script, c, proc.pid if proc else None)
+                    result["load_1min"] = round(os.getloadavg()[0], 2)
                     runs[target][c].append(result)
                     print(f"[{repeat}] c={c:<3} {target:<18} {result}", flush=True)
         kd = servers["kdroute"]
@@ -295,6 +320,8 @@ def main() -> int:
                 stop(proc)
         stop(backend)
     figures = summarise(runs, prof, load_before, os.getloadavg())
+    figures["niceness"] = os.nice(0)
+    figures["baseline"] = BASELINE or None
     write_result("gateway_load", figures)
     print(json.dumps(figures["claims"], indent=2))
     return 0

@@ -107,6 +107,17 @@ def dumps(payload: Any) -> bytes:
         return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode()
 
 
+def loads_upstream(data: bytes) -> Any:
+    """A back end's JSON (raises ValueError). orjson first; what it refuses, such as a lone
+    surrogate escape in an answer, is read by the stdlib as the back end meant it."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        import json
+
+        return json.loads(data)
+
+
 # --- schemas ----------------------------------------------------------------------------------
 
 class _Strict(BaseModel):
