@@ -229,7 +229,8 @@ def wrk(url: str, script: Path, connections: int, pid: int | None) -> dict:
 # --- profile ----------------------------------------------------------------------------------
 
 def profile(pid: int, url: str, script: Path) -> dict:
-    """py-spy samples of the gateway under c=16 unique-prompt load, by library (leaf frame)."""
+    """py-spy samples of the gateway under c=16 unique-prompt load: the share of samples by
+    component (`_component`) and by library of the leaf frame."""
     spy = Path(PY).parent / "py-spy"  # installed beside this interpreter (the dev extra)
     raw = WORK / "profile.txt"
     rec = subprocess.Popen([str(spy), "record", "-p", str(pid), "-d", str(DURATION), "-r", "200",
@@ -237,19 +238,58 @@ def profile(pid: int, url: str, script: Path) -> dict:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     wrk(url, script, 16, None)
-    rec.wait(timeout=60)
-    buckets: dict[str, int] = {}
+    rec.wait(timeout=120)
+    by_component: dict[str, int] = {}
+    by_library: dict[str, int] = {}
     total = 0
     for line in raw.read_text().splitlines() if raw.exists() else []:
         stack, _, count = line.rpartition(" ")
-        leaf = stack.rsplit(";", 1)[-1]
-        m = re.search(r"\(([^)]*?):\d+\)", leaf)
-        file = m.group(1) if m else leaf
-        bucket = _bucket(file)
-        buckets[bucket] = buckets.get(bucket, 0) + int(count)
-        total += int(count)
-    share = {k: round(100 * v / total, 1) for k, v in sorted(buckets.items(), key=lambda kv: -kv[1])}
-    return {"samples": total, "percent_by_library": share}
+        if not count.isdigit():
+            continue
+        files = [m.group(1) if (m := re.search(r"\(([^)]*?):\d+\)", frame)) else frame
+                 for frame in stack.split(";")]
+        n = int(count)
+        component = _component(files)
+        by_component[component] = by_component.get(component, 0) + n
+        leaf = _bucket(files[-1])
+        by_library[leaf] = by_library.get(leaf, 0) + n
+        total += n
+
+    def shares(counts: dict[str, int], top: int = 25) -> dict[str, float]:
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        return {k: round(100 * v / total, 1) for k, v in ranked} if total else {}
+
+    return {"samples": total, "percent_by_component": shares(by_component),
+            "percent_by_leaf_library": shares(by_library)}
+
+
+COMPONENTS = (  # (component, path fragments); the first frame from the leaf up that matches wins
+    ("upstream client (aiohttp)", ("aiohttp/", "multidict/", "yarl/", "aiohappyeyeballs/")),
+    ("upstream client (httpx/httpcore)", ("httpx/", "httpcore/", "anyio/", "h11/")),
+    ("uvicorn (HTTP server)", ("uvicorn/", "httptools/")),
+    ("fastapi/starlette", ("fastapi/", "starlette/")),
+    ("router scoring", ("/kdroute/route/", "sklearn/", "scipy/", "numpy/")),
+    ("ledger writer", ("/kdroute/store/", "sqlite_utils/", "sqlite3/")),
+    ("monitor", ("/kdroute/monitor/",)),
+    ("metrics", ("prometheus_client/", "/kdroute/gateway/metrics")),
+    ("validation (pydantic)", ("pydantic/", "pydantic_core/")),
+    ("kdroute gateway", ("/kdroute/gateway/",)),
+)
+
+
+def _component(files: list[str]) -> str:
+    """A sample's component: scoring and the ledger writer anywhere in the stack (they run
+    inside gateway calls or their own thread); otherwise the first library frame from the leaf
+    up, stdlib frames (asyncio, json, threading) counting for their caller."""
+    joined = ";".join(files)
+    for name in ("router scoring", "ledger writer"):
+        if any(f in joined for f in dict(COMPONENTS)[name]):
+            return name
+    for file in reversed(files):
+        for name, fragments in COMPONENTS:
+            if any(f in file for f in fragments):
+                return name
+    return "event loop / stdlib"
 
 
 def _bucket(file: str) -> str:
@@ -313,7 +353,10 @@ def main() -> int:
                     runs[target][c].append(result)
                     print(f"[{repeat}] c={c:<3} {target:<18} {result}", flush=True)
         kd = servers["kdroute"]
-        prof = profile(kd[0].pid, kd[1], servers["kdroute_unique"][2])
+        prof = {"kdroute": profile(kd[0].pid, kd[1], servers["kdroute_unique"][2])}
+        if "kdroute_baseline" in servers:
+            base = servers["kdroute_baseline"]
+            prof["kdroute_baseline"] = profile(base[0].pid, base[1], servers["kdroute_unique"][2])
     finally:
         for proc, _, _ in servers.values():
             if proc is not None and proc.poll() is None:
@@ -329,7 +372,8 @@ def main() -> int:
 
 def summarise(runs, prof, load_before, load_after) -> dict:
     table = {t: {str(c): {k: median_and_spread(rs, k) for k in
-                          ("p50_ms", "p99_ms", "rps", "cpu_ms_per_request", "errors")}
+                          ("p50_ms", "p99_ms", "rps", "cpu_ms_per_request", "errors",
+                           "load_1min")}
                  for c, rs in by_c.items()} for t, by_c in runs.items()}
     med = lambda t, c, k: (table.get(t, {}).get(str(c), {}).get(k) or {}).get("median")  # noqa: E731
     for t in table:
@@ -348,6 +392,9 @@ def summarise(runs, prof, load_before, load_after) -> dict:
     litellm64 = med("litellm", 64, "rps")
     cpu1, cpu64 = med("kdroute", 1, "cpu_ms_per_request"), med("kdroute", 64, "cpu_ms_per_request")
     log64 = med("kdroute_accesslog", 64, "rps")
+    base64, base_cpu64 = med("kdroute_baseline", 64, "rps"), med("kdroute_baseline", 64,
+                                                                    "cpu_ms_per_request")
+    base_added = (table.get("kdroute_baseline") or {}).get("1", {}).get("added_p50_ms")
     claims = [
         claim("added p50 at c=1, ms (kdroute - direct)", added_p50, "<= 1", added_p50 is not None
               and added_p50 <= 1),
@@ -366,7 +413,16 @@ def summarise(runs, prof, load_before, load_after) -> dict:
               round(100 * (1 - log64 / rps64), 1) if log64 and rps64 else None, "<= 5",
               bool(log64 and rps64) and 1 - log64 / rps64 <= 0.05),
     ]
+    if base64:  # before/after in the same run: no target, the ratio is the figure
+        claims += [
+            claim(f"requests/s at c=64, now / baseline {BASELINE}",
+                  round(rps64 / base64, 2) if rps64 else None),
+            claim(f"CPU ms per request at c=64, baseline {BASELINE} -> now",
+                  f"{base_cpu64} -> {cpu64}"),
+            claim(f"added p50 at c=1 ms, baseline {BASELINE} -> now", f"{base_added} -> {added_p50}"),
+        ]
     return {"claims": claims, "table": table, "uncached_score": score, "profile_c16_unique": prof,
+            "machine_load_note": "the 1-minute load average at each wrk run is in each cell (load_1min); on 2 cores, above 2 means every process under test waited for CPU",
             "duration_s": DURATION, "repeats": REPEATS, "pinning": {
                 "server": SERVER_CORE, "wrk_and_backend": CLIENT_CORE},
             "load_average_before_after": [list(load_before), list(load_after)],

@@ -82,9 +82,10 @@ def test_a_refused_connection_is_retryable_and_retried(fakes):
 
 def test_a_slow_back_end_times_out_and_is_hung_up_on(fakes):
     student = fakes[1]
-    student.set(latency_s=5)
+    student.set(latency_s=30)
     with pytest.raises(UpstreamError) as err:
-        run_backend(student.url, lambda b: b.complete("chat", dict(CHAT)), timeout_s=0.3)
+        run_backend(student.url, lambda b: b.complete("chat", dict(CHAT)), timeout_s=1.0)
+    assert len(student.completion_calls()) == 1  # it was sent, then given up on
     assert err.value.timeout and not err.value.retryable
     deadline = time.monotonic() + 10
     while student.disconnects == 0 and time.monotonic() < deadline:
