@@ -407,19 +407,20 @@ class Gateway:
 
 
 def _cheap_to_score(router: Router, budget_ms: float = 1.0) -> bool:
-    """True when a fresh (uncached) score takes under `budget_ms` of CPU at the median. CPU
-    time of this thread, not wall time: a gateway starting on a busy machine waits for a core,
-    and that wait says nothing about what scoring on the loop would cost."""
+    """True when a fresh (uncached) score takes under `budget_ms` of CPU at the median. The
+    process's CPU time (a scorer's own worker threads count; nothing else runs before serving),
+    not wall time: a gateway starting on a busy machine waits for a core, and that wait says
+    nothing about what scoring on the loop would cost."""
     timings = []
     for i in range(7):
         probe = [{"role": "user", "content": f"kdroute warm-up probe {i} {time.time_ns()}"}]
-        t0 = time.thread_time()
+        t0 = time.process_time()
         try:
             router.route(probe)
         except Exception:  # a router that cannot score a probe: let real requests show it
             log.exception("the router failed on a warm-up prompt")
             return False
-        timings.append((time.thread_time() - t0) * 1000)
+        timings.append((time.process_time() - t0) * 1000)
     return statistics.median(timings[1:]) < budget_ms
 
 
