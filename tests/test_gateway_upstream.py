@@ -102,6 +102,14 @@ def test_streaming_relays_every_chunk_then_ends_at_done(fakes):
     assert student.completion_calls()[-1].body["stream"] is True
 
 
+def test_a_stream_may_last_longer_than_the_timeout_between_chunks(fakes):
+    student = fakes[1]
+    student.set(text="a b c d e f g h", chunk_delay_s=0.5)  # ~4 s in all, 0.5 s per chunk
+    chunks = run_backend(student.url, collect, timeout_s=2.0)
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks
+                   if c["choices"]) == "a b c d e f g h"
+
+
 def test_a_broken_or_failing_stream_is_an_upstream_error(fakes):
     student = fakes[1]
     student.set(text="a b c d", stream_break_after=2)

@@ -92,7 +92,9 @@ class HTTPBackend:
         self.name = name
         self.upstream_model = upstream_model
         self.api_base = api_base.rstrip("/")
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        # Per operation, as httpx's was: connecting (pool wait included) and each read. A
+        # stream may run longer than timeout_s in all; the gateway bounds a whole call itself.
+        self.timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
         self.client = client
         self.headers = {"content-type": "application/json"}
         if api_key:
@@ -124,13 +126,19 @@ class HTTPBackend:
                                                 timeout=self.timeout) as resp:
                 if resp.status >= 400:
                     raise _status_error(self.name, resp.status, await resp.read(), resp.headers)
-                async for line in resp.content:  # one SSE line at a time, b"...\n"
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        return
-                    yield _decode_chunk(self.name, data)
+                # SSE lines split here, not by aiohttp's line reader: it refuses lines past
+                # 128 KiB (a long tool-call argument), and one read often holds several events.
+                rest = b""
+                async for received in resp.content.iter_any():
+                    lines = (rest + received).split(b"\n")
+                    rest = lines.pop()
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            return
+                        yield _decode_chunk(self.name, data)
         except TimeoutError:
             raise UpstreamError(None, f"{self.name} timed out", timeout=True) from None
         except aiohttp.ClientError as exc:
