@@ -6,6 +6,8 @@ Targets, one run, interleaved, each repeated (medians and min-max spread reporte
   kdroute          wrk -> `kdroute serve` (learned tfidf router, ledger on) -> back end, one prompt
   kdroute_unique   the same, every prompt new (each one scored fresh: what real traffic is)
   kdroute_accesslog  kdroute with uvicorn's access log on ("logging on vs off")
+  kdroute_baseline   with KDBENCH_BASELINE=<git ref>: the same `kdroute serve` from that commit
+                   (extracted with `git archive`), same config: before/after in one run
   litellm          wrk -> LiteLLM proxy (its own venv under benchmarks/.litellm-venv, defaults,
                    no database) -> back end
 at concurrency 1, 16 and 64. The server under test is pinned to core 0 (`taskset -c 0`), wrk and
@@ -15,7 +17,13 @@ JSON (share of samples by library). The uncached learned score is timed in-proce
 
 Needs `wrk` (Debian: `apt-get install wrk`); stops with that message if it is missing. The
 machine is shared: load average before and after is recorded; re-run on a quiet one to compare.
-Environment: KDBENCH_DURATION (s per run, default 5), KDBENCH_REPEATS (default 3).
+Environment: KDBENCH_DURATION (s per run, default 5), KDBENCH_REPEATS (default 3),
+KDBENCH_BASELINE (a git ref to compare against; none by default).
+
+The script does not change its own priority: it records its niceness and the load average
+(before, after, and the 1-minute figure at every wrk run), so a reader can tell a loaded
+machine's figures from a quiet one's. Ratios measured in the same run (kdroute vs direct, access
+log on vs off, baseline vs now) hold up better on a loaded machine than absolute figures.
 """
 
 from __future__ import annotations
@@ -40,6 +48,7 @@ LITELLM_VENV = HERE / ".litellm-venv"
 LITELLM_VERSION = "1.108.7"
 DURATION = int(os.environ.get("KDBENCH_DURATION", "5"))
 REPEATS = int(os.environ.get("KDBENCH_REPEATS", "3"))
+BASELINE = os.environ.get("KDBENCH_BASELINE", "")
 CONCURRENCY = (1, 16, 64)
 SERVER_CORE, CLIENT_CORE = "0", "1"
 KEY = "sk-kdbench-4f9a1c7e2b8d6a3f5e0c9b1d7a2e4f6c8b0d3a5e7f9c1b"  # strong: the LiteLLM proxy
@@ -129,12 +138,24 @@ def kdroute_config(backend: str, access_log: bool, router: Path) -> Path:
     return config
 
 
-def start_kdroute(config: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, KDROUTE_API_KEYS=KEY, OMP_NUM_THREADS="1")
-    proc = start([str(ROOT / ".venv" / "bin" / "kdroute"), "--config", str(config), "serve",
+def start_kdroute(config: Path, port: int, tree: Path = ROOT) -> subprocess.Popen:
+    """`kdroute serve` from `tree` (this checkout, or a baseline's extracted copy), run by this
+    interpreter: the tree comes first on the path, the environment is the benchmark's own."""
+    env = dict(os.environ, KDROUTE_API_KEYS=KEY, OMP_NUM_THREADS="1", PYTHONPATH=str(tree))
+    proc = start([PY, "-m", "kdroute", "--config", str(config), "serve",
                   "--port", str(port), "--log-level", "warning"], SERVER_CORE, env)
     wait_http(f"http://127.0.0.1:{port}/health", proc)
     return proc
+
+
+def baseline_tree(ref: str) -> Path:
+    """The `kdroute/` package as it was at `ref`, extracted under .work/baseline."""
+    tree = WORK / "baseline"
+    tree.mkdir()
+    archive = subprocess.run(["git", "archive", ref, "kdroute"], cwd=ROOT, capture_output=True,
+                             check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
 
 
 def litellm_ready() -> bool:
@@ -208,27 +229,67 @@ def wrk(url: str, script: Path, connections: int, pid: int | None) -> dict:
 # --- profile ----------------------------------------------------------------------------------
 
 def profile(pid: int, url: str, script: Path) -> dict:
-    """py-spy samples of the gateway under c=16 unique-prompt load, by library (leaf frame)."""
-    spy = ROOT / ".venv" / "bin" / "py-spy"
+    """py-spy samples of the gateway under c=16 unique-prompt load: the share of samples by
+    component (`_component`) and by library of the leaf frame."""
+    spy = Path(PY).parent / "py-spy"  # installed beside this interpreter (the dev extra)
     raw = WORK / "profile.txt"
     rec = subprocess.Popen([str(spy), "record", "-p", str(pid), "-d", str(DURATION), "-r", "200",
                             "--format", "raw", "-o", str(raw), "--nonblocking"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     wrk(url, script, 16, None)
-    rec.wait(timeout=60)
-    buckets: dict[str, int] = {}
+    rec.wait(timeout=120)
+    by_component: dict[str, int] = {}
+    by_library: dict[str, int] = {}
     total = 0
     for line in raw.read_text().splitlines() if raw.exists() else []:
         stack, _, count = line.rpartition(" ")
-        leaf = stack.rsplit(";", 1)[-1]
-        m = re.search(r"\(([^)]*?):\d+\)", leaf)
-        file = m.group(1) if m else leaf
-        bucket = _bucket(file)
-        buckets[bucket] = buckets.get(bucket, 0) + int(count)
-        total += int(count)
-    share = {k: round(100 * v / total, 1) for k, v in sorted(buckets.items(), key=lambda kv: -kv[1])}
-    return {"samples": total, "percent_by_library": share}
+        if not count.isdigit():
+            continue
+        files = [m.group(1) if (m := re.search(r"\(([^)]*?):\d+\)", frame)) else frame
+                 for frame in stack.split(";")]
+        n = int(count)
+        component = _component(files)
+        by_component[component] = by_component.get(component, 0) + n
+        leaf = _bucket(files[-1])
+        by_library[leaf] = by_library.get(leaf, 0) + n
+        total += n
+
+    def shares(counts: dict[str, int], top: int = 25) -> dict[str, float]:
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        return {k: round(100 * v / total, 1) for k, v in ranked} if total else {}
+
+    return {"samples": total, "percent_by_component": shares(by_component),
+            "percent_by_leaf_library": shares(by_library)}
+
+
+COMPONENTS = (  # (component, path fragments); the first frame from the leaf up that matches wins
+    ("upstream client (aiohttp)", ("aiohttp/", "multidict/", "yarl/", "aiohappyeyeballs/")),
+    ("upstream client (httpx/httpcore)", ("httpx/", "httpcore/", "anyio/", "h11/")),
+    ("uvicorn (HTTP server)", ("uvicorn/", "httptools/")),
+    ("fastapi/starlette", ("fastapi/", "starlette/")),
+    ("router scoring", ("/kdroute/route/", "sklearn/", "scipy/", "numpy/")),
+    ("ledger writer", ("/kdroute/store/", "sqlite_utils/", "sqlite3/")),
+    ("monitor", ("/kdroute/monitor/",)),
+    ("metrics", ("prometheus_client/", "/kdroute/gateway/metrics")),
+    ("validation (pydantic)", ("pydantic/", "pydantic_core/")),
+    ("kdroute gateway", ("/kdroute/gateway/",)),
+)
+
+
+def _component(files: list[str]) -> str:
+    """A sample's component: scoring and the ledger writer anywhere in the stack (they run
+    inside gateway calls or their own thread); otherwise the first library frame from the leaf
+    up, stdlib frames (asyncio, json, threading) counting for their caller."""
+    joined = ";".join(files)
+    for name in ("router scoring", "ledger writer"):
+        if any(f in joined for f in dict(COMPONENTS)[name]):
+            return name
+    for file in reversed(files):
+        for name, fragments in COMPONENTS:
+            if any(f in file for f in fragments):
+                return name
+    return "event loop / stdlib"
 
 
 def _bucket(file: str) -> str:
@@ -267,9 +328,12 @@ def main() -> int:
     servers: dict[str, tuple[subprocess.Popen | None, str, Path]] = {}
     try:
         servers["direct"] = (None, backend_url + "/chat/completions", lua("fast", False))
-        for name, log in (("kdroute", False), ("kdroute_accesslog", True)):
+        kdroute_targets = [("kdroute", False, ROOT), ("kdroute_accesslog", True, ROOT)]
+        if BASELINE:
+            kdroute_targets.append(("kdroute_baseline", False, baseline_tree(BASELINE)))
+        for name, log, tree in kdroute_targets:
             port = free_port()
-            proc = start_kdroute(kdroute_config(backend_url, log, router), port)
+            proc = start_kdroute(kdroute_config(backend_url, log, router), port, tree)
             servers[name] = (proc, f"http://127.0.0.1:{port}/v1/chat/completions",
                              lua("kdroute/auto", False))
         proc, url, _ = servers["kdroute"]
@@ -285,16 +349,22 @@ def main() -> int:
             for c in CONCURRENCY:
                 for target, (proc, url, script) in servers.items():  # interleaved
                     result = wrk(url, script, c, proc.pid if proc else None)
+                    result["load_1min"] = round(os.getloadavg()[0], 2)
                     runs[target][c].append(result)
                     print(f"[{repeat}] c={c:<3} {target:<18} {result}", flush=True)
         kd = servers["kdroute"]
-        prof = profile(kd[0].pid, kd[1], servers["kdroute_unique"][2])
+        prof = {"kdroute": profile(kd[0].pid, kd[1], servers["kdroute_unique"][2])}
+        if "kdroute_baseline" in servers:
+            base = servers["kdroute_baseline"]
+            prof["kdroute_baseline"] = profile(base[0].pid, base[1], servers["kdroute_unique"][2])
     finally:
         for proc, _, _ in servers.values():
             if proc is not None and proc.poll() is None:
                 stop(proc)
         stop(backend)
     figures = summarise(runs, prof, load_before, os.getloadavg())
+    figures["niceness"] = os.nice(0)
+    figures["baseline"] = BASELINE or None
     write_result("gateway_load", figures)
     print(json.dumps(figures["claims"], indent=2))
     return 0
@@ -302,7 +372,8 @@ def main() -> int:
 
 def summarise(runs, prof, load_before, load_after) -> dict:
     table = {t: {str(c): {k: median_and_spread(rs, k) for k in
-                          ("p50_ms", "p99_ms", "rps", "cpu_ms_per_request", "errors")}
+                          ("p50_ms", "p99_ms", "rps", "cpu_ms_per_request", "errors",
+                           "load_1min")}
                  for c, rs in by_c.items()} for t, by_c in runs.items()}
     med = lambda t, c, k: (table.get(t, {}).get(str(c), {}).get(k) or {}).get("median")  # noqa: E731
     for t in table:
@@ -321,6 +392,9 @@ def summarise(runs, prof, load_before, load_after) -> dict:
     litellm64 = med("litellm", 64, "rps")
     cpu1, cpu64 = med("kdroute", 1, "cpu_ms_per_request"), med("kdroute", 64, "cpu_ms_per_request")
     log64 = med("kdroute_accesslog", 64, "rps")
+    base64, base_cpu64 = med("kdroute_baseline", 64, "rps"), med("kdroute_baseline", 64,
+                                                                    "cpu_ms_per_request")
+    base_added = (table.get("kdroute_baseline") or {}).get("1", {}).get("added_p50_ms")
     claims = [
         claim("added p50 at c=1, ms (kdroute - direct)", added_p50, "<= 1", added_p50 is not None
               and added_p50 <= 1),
@@ -339,7 +413,16 @@ def summarise(runs, prof, load_before, load_after) -> dict:
               round(100 * (1 - log64 / rps64), 1) if log64 and rps64 else None, "<= 5",
               bool(log64 and rps64) and 1 - log64 / rps64 <= 0.05),
     ]
+    if base64:  # before/after in the same run: no target, the ratio is the figure
+        claims += [
+            claim(f"requests/s at c=64, now / baseline {BASELINE}",
+                  round(rps64 / base64, 2) if rps64 else None),
+            claim(f"CPU ms per request at c=64, baseline {BASELINE} -> now",
+                  f"{base_cpu64} -> {cpu64}"),
+            claim(f"added p50 at c=1 ms, baseline {BASELINE} -> now", f"{base_added} -> {added_p50}"),
+        ]
     return {"claims": claims, "table": table, "uncached_score": score, "profile_c16_unique": prof,
+            "machine_load_note": "the 1-minute load average at each wrk run is in each cell (load_1min); on 2 cores, above 2 means every process under test waited for CPU",
             "duration_s": DURATION, "repeats": REPEATS, "pinning": {
                 "server": SERVER_CORE, "wrk_and_backend": CLIENT_CORE},
             "load_average_before_after": [list(load_before), list(load_after)],

@@ -14,14 +14,11 @@ Everything (client, gateway, back end) shares this process, so CPU differences a
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, write_result
-
-sys.path.insert(0, str(ROOT / "tests"))
+from common import write_result
 
 N = 300
 WARMUP = 30
@@ -49,10 +46,9 @@ def measure(url: str, model: str, headers: dict) -> dict:
 def main() -> None:
     import os
 
-    from fake_openai import AppServer, FakeOpenAI
-
     from kdroute.config import Settings
     from kdroute.gateway import create_app
+    from kdroute.testing.fake_openai import AppServer, FakeOpenAI
 
     os.environ["KDBENCH_PROVIDER_KEY"] = "sk-bench-provider-0000000000"
     figures: dict = {"requests": N}

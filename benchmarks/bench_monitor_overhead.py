@@ -26,9 +26,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import ROOT, claim, write_result  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "tests"))
+from benchmarks.common import claim, write_result  # noqa: E402
 
 N = 400
 WARMUP = 40
@@ -88,9 +86,8 @@ def cpu_per_request(url: str) -> float:
 
 
 def main() -> None:
-    from fake_openai import AppServer, FakeOpenAI
-
     from kdroute.gateway import create_app
+    from kdroute.testing.fake_openai import AppServer, FakeOpenAI
 
     figures: dict = {"requests": N}
     with FakeOpenAI("teacher") as teacher, FakeOpenAI("student") as student, \

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # this tree's kdroute (and its fake back end)
 KEY = "sk-soak-client-key-0123456789"
 
 
@@ -130,7 +130,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--shadow-rate", type=float, default=1.0)
     args = parser.parse_args()
-    from fake_openai import FakeOpenAI
+    from kdroute.testing.fake_openai import FakeOpenAI
 
     monitor_present = (ROOT / "kdroute" / "monitor" / "shadow.py").exists()
     with FakeOpenAI("teacher") as teacher, FakeOpenAI("student") as student, \

@@ -4,13 +4,13 @@ gateway (a configured judge model) and directly (its answer-order randomisation)
 import asyncio
 
 import gateway_fixtures as fx
-import httpx
 import pytest
 from fake_openai import FakeOpenAI
 from monitor_fixtures import chat, metric, monitored_gateway, shadow_rows, wait_for
 
 from kdroute.gateway.backends import HTTPBackend
 from kdroute.gateway.costing import Prices
+from kdroute.gateway.upstream import UpstreamClient
 from kdroute.monitor.agreement import LLMJudge
 
 fakes, _reset_fakes = fx.fakes, fx._reset_fakes
@@ -67,7 +67,7 @@ def test_judge_shows_the_answers_in_random_order(judge_server):
     judge_server.set(text="DIFFERENT")
 
     async def run():
-        async with httpx.AsyncClient() as client:
+        async with UpstreamClient() as client:  # the gateway's pooled client
             backend = HTTPBackend("judge", "judge-model", judge_server.url, None, 5.0, client)
             judge = LLMJudge(backend, Prices(1.0, 2.0), seed=11)
             return [await judge("q", "STUDENT-ANSWER", "TEACHER-ANSWER") for _ in range(40)]

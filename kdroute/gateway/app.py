@@ -9,6 +9,7 @@ shape: each route takes the serving object from `app.state` and awaits one call,
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import os
@@ -16,7 +17,6 @@ import time
 from collections.abc import Iterable
 from contextlib import asynccontextmanager
 
-import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -31,6 +31,7 @@ from kdroute.gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from kdroute.gateway.protocol import FORBIDDEN_FIELDS, GatewayError, error_body, model_list
 from kdroute.gateway.redaction import install_log_redaction, redact
 from kdroute.gateway.routing import MODEL_IDS, ROLES, Router
+from kdroute.gateway.server import CLIENT_GONE
 from kdroute.gateway.service import (
     Answer,
     ClientGone,
@@ -41,6 +42,7 @@ from kdroute.gateway.service import (
     Target,
     internal_error_body,
 )
+from kdroute.gateway.upstream import UpstreamClient
 from kdroute.monitor.service import build_monitor
 from kdroute.store import BatchedWriter, Store
 
@@ -87,8 +89,7 @@ def create_app(settings: Settings, *, router: Router | None = None,
         router = load_router(settings)
     gw_cfg = settings.gateway
     ledger = settings.path(settings.store.path)
-    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512,
-                                                   max_keepalive_connections=128))
+    client = UpstreamClient()  # every outbound call: back ends, judge, alert webhook
     extra = frozenset(gw_cfg.extra_body_fields)
     if forbidden := sorted(extra & FORBIDDEN_FIELDS):
         raise ConfigError(f"gateway.extra_body_fields: {forbidden[0]!r} can never be set by a "
@@ -131,8 +132,6 @@ def create_app(settings: Settings, *, router: Router | None = None,
             await monitor.stop()
             await gateway.aclose()
             await client.aclose()
-            import asyncio
-
             await asyncio.to_thread(writer.close)
 
     app = FastAPI(title="kdroute gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -141,6 +140,7 @@ def create_app(settings: Settings, *, router: Router | None = None,
     app.state.gateway = gateway
     app.state.monitor = monitor
     app.state.settings = settings
+    app.add_middleware(CompletionEndpoints, gateway=gateway)  # inside auth: after it
     app.add_middleware(AuthMiddleware, gateway=gateway,
                        open_probes_on_loopback=gw_cfg.loopback_probes_without_key)
     _add_error_handlers(app)
@@ -186,6 +186,26 @@ class AuthMiddleware:
             return await to_response(answer)(scope, receive, send)
         scope.setdefault("state", {})["key_id"] = key
         await self.app(scope, receive, send)
+
+
+class CompletionEndpoints:
+    """The two hot routes, POST /v1/chat/completions and /v1/completions, straight into
+    `Gateway.handle`: no framework routing, dependency solving or per-route exception stack
+    (issue 14's profile put a fifth of the gateway's CPU there). `handle` answers every error
+    itself; anything that still escapes meets the catch-all handler (an OpenAI-shaped 500):
+    Starlette's ServerErrorMiddleware wraps every middleware.
+    Other methods and paths go on to FastAPI (405, 404, the other routes), unchanged."""
+
+    def __init__(self, app, gateway: Gateway):
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope, receive, send) -> None:
+        endpoint = COMPLETION_PATHS.get(scope.get("path")) if scope["type"] == "http" else None
+        if endpoint is None or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        answer = await self.gateway.handle(incoming(Request(scope, receive), endpoint))
+        await to_response(answer)(scope, receive, send)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -247,7 +267,7 @@ def _add_routes(app: FastAPI) -> None:
 def incoming(request: Request, endpoint: str) -> Incoming:
     """The request as the serving object sees it (headers are lower-case in ASGI)."""
     limit = request.app.state.settings.gateway.max_body_bytes
-    return Incoming(endpoint, lambda: read_body(request, limit), lambda: disconnected(request),
+    return Incoming(endpoint, lambda: read_body(request, limit), lambda: client_gone(request),
                     request.headers, request.scope.get("state", {}).get("key_id"))
 
 
@@ -281,9 +301,17 @@ def _too_large(limit: int) -> GatewayError:
                         code="request_too_large")
 
 
-async def disconnected(request: Request) -> None:
-    """Returns once the client has hung up (after the body, receive() waits for that)."""
-    while (await request.receive())["type"] != "http.disconnect":
+def client_gone(request: Request) -> asyncio.Future:
+    """A future done once the client has hung up (call after the body is read): the one the
+    HTTP protocol keeps for this request (server.py), else a task that waits on `receive()`."""
+    gone = request.scope.get(CLIENT_GONE)
+    if gone is not None:
+        return gone
+    return asyncio.get_running_loop().create_task(_disconnected(request))
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":  # after the body: waits
         pass
 
 

@@ -2,7 +2,7 @@
 
 Two implementations behind one small interface (`complete`, `stream`, `ready`, `aclose`):
 
-- `HTTPBackend`: a direct, pooled httpx client for OpenAI-compatible endpoints (`api_base` set and
+- `HTTPBackend`: a direct, pooled aiohttp session for OpenAI-compatible endpoints (`api_base` set and
   an OpenAI-style provider prefix: vLLM, TGI, llama.cpp, another gateway...). This is the hot path;
   litellm costs ~7 ms of CPU per call on top of the HTTP request, and seconds to import.
 - `LiteLLMBackend`: every other litellm model string (Anthropic, Bedrock, Ollama, ...) and local
@@ -16,7 +16,6 @@ timeout (the per-model timeout is already the caller's budget).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,11 +23,13 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 
 from kdroute.config import ModelConfig, Settings
 from kdroute.errors import ConfigError
 from kdroute.gateway.errors import LOCAL_PROVIDER, UpstreamError
+from kdroute.gateway.protocol import dumps, loads_upstream
+from kdroute.gateway.upstream import UpstreamClient
 
 T = TypeVar("T")
 # litellm provider prefixes that speak the OpenAI wire protocol at `api_base`.
@@ -83,74 +84,85 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class HTTPBackend:
-    """An OpenAI-compatible endpoint called directly over a shared, pooled httpx client."""
+    """An OpenAI-compatible endpoint called directly over the gateway's pooled aiohttp session
+    (`UpstreamClient.session`, see upstream.py for why not httpx)."""
 
     def __init__(self, name: str, upstream_model: str, api_base: str, api_key: str | None,
-                 timeout_s: float, client: httpx.AsyncClient):
+                 timeout_s: float, client: UpstreamClient):
         self.name = name
         self.upstream_model = upstream_model
         self.api_base = api_base.rstrip("/")
-        self.timeout = httpx.Timeout(timeout_s)
+        # Per operation, as httpx's was: connecting (pool wait included) and each read. A
+        # stream may run longer than timeout_s in all; the gateway bounds a whole call itself.
+        self.timeout = aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_read=timeout_s)
         self.client = client
-        self.headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self.headers = {"content-type": "application/json"}
+        if api_key:
+            self.headers["authorization"] = f"Bearer {api_key}"
 
     async def complete(self, endpoint: str, payload: dict[str, Any]) -> dict[str, Any]:
-        body = dict(payload, model=self.upstream_model, stream=False)
+        body = dumps(dict(payload, model=self.upstream_model, stream=False))
         try:
-            resp = await self.client.post(self.api_base + ENDPOINT_PATHS[endpoint], json=body,
-                                          headers=self.headers, timeout=self.timeout)
-        except httpx.TimeoutException:
+            async with self.client.session.post(self.api_base + ENDPOINT_PATHS[endpoint],
+                                                data=body, headers=self.headers,
+                                                timeout=self.timeout) as resp:
+                content = await resp.read()
+        except TimeoutError:  # aiohttp's own timeouts (ServerTimeoutError too) are TimeoutErrors
             raise UpstreamError(None, f"{self.name} timed out", timeout=True) from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamError(None, f"{self.name} unreachable: {type(exc).__name__}") from None
-        if resp.status_code >= 400:
-            raise _status_error(self.name, resp.status_code, resp.content, resp.headers)
+        if resp.status >= 400:
+            raise _status_error(self.name, resp.status, content, resp.headers)
         try:
-            return resp.json()
+            return loads_upstream(content)
         except ValueError:
             raise UpstreamError(502, f"{self.name} returned a body that is not JSON") from None
 
     async def stream(self, endpoint: str, payload: dict[str, Any]) -> AsyncIterator[dict]:
-        body = dict(payload, model=self.upstream_model, stream=True)
+        body = dumps(dict(payload, model=self.upstream_model, stream=True))
         try:
-            async with self.client.stream("POST", self.api_base + ENDPOINT_PATHS[endpoint],
-                                          json=body, headers=self.headers,
-                                          timeout=self.timeout) as resp:
-                if resp.status_code >= 400:
-                    raise _status_error(self.name, resp.status_code, await resp.aread(),
-                                        resp.headers)
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    chunk = _decode_chunk(self.name, data)
-                    yield chunk
-        except httpx.TimeoutException:
+            async with self.client.session.post(self.api_base + ENDPOINT_PATHS[endpoint],
+                                                data=body, headers=self.headers,
+                                                timeout=self.timeout) as resp:
+                if resp.status >= 400:
+                    raise _status_error(self.name, resp.status, await resp.read(), resp.headers)
+                # SSE lines split here, not by aiohttp's line reader: it refuses lines past
+                # 128 KiB (a long tool-call argument), and one read often holds several events.
+                rest = b""
+                async for received in resp.content.iter_any():
+                    lines = (rest + received).split(b"\n")
+                    rest = lines.pop()
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue
+                        data = line[5:].strip()
+                        if data == b"[DONE]":
+                            return
+                        yield _decode_chunk(self.name, data)
+        except TimeoutError:
             raise UpstreamError(None, f"{self.name} timed out", timeout=True) from None
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise UpstreamError(None, f"{self.name} stream broke: {type(exc).__name__}") from None
         raise UpstreamError(502, f"{self.name} ended the stream without [DONE]")
 
     async def warm(self) -> None:
-        pass  # nothing to load: the pooled client connects on first use
+        pass  # nothing to load: the pooled session connects on first use
 
     async def ready(self) -> bool:
         try:
-            resp = await self.client.get(self.api_base + "/models", headers=self.headers,
-                                         timeout=2.0)
-        except httpx.HTTPError:
+            async with self.client.session.get(self.api_base + "/models", headers=self.headers,
+                                               timeout=aiohttp.ClientTimeout(total=2.0)) as resp:
+                return resp.status < 500
+        except (TimeoutError, aiohttp.ClientError):
             return False
-        return resp.status_code < 500
 
     async def aclose(self) -> None:
         pass  # the shared client is closed by the gateway
 
 
-def _decode_chunk(name: str, data: str) -> dict[str, Any]:
+def _decode_chunk(name: str, data: bytes) -> dict[str, Any]:
     try:
-        chunk = json.loads(data)
+        chunk = loads_upstream(data)
     except ValueError:
         raise UpstreamError(502, f"{name} sent a stream event that is not JSON") from None
     if isinstance(chunk, dict) and "error" in chunk:
@@ -163,7 +175,7 @@ def _decode_chunk(name: str, data: str) -> dict[str, Any]:
 def _status_error(name: str, status: int, content: bytes, headers) -> UpstreamError:
     message = ""
     try:
-        err = json.loads(content).get("error")
+        err = loads_upstream(content).get("error")
         message = err.get("message", "") if isinstance(err, dict) else str(err or "")
     except (ValueError, AttributeError):
         message = content[:200].decode("utf-8", "replace")
@@ -268,7 +280,7 @@ Backend = HTTPBackend | LiteLLMBackend
 
 
 def build_backend(role: str, model: ModelConfig, settings: Settings,
-                  client: httpx.AsyncClient, extra_fields: frozenset[str] = frozenset()) -> Backend:
+                  client: UpstreamClient, extra_fields: frozenset[str] = frozenset()) -> Backend:
     """Pick the direct HTTP path when the endpoint speaks OpenAI, litellm otherwise."""
     api_key = None
     if model.api_key_env:

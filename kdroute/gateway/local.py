@@ -20,7 +20,7 @@ from litellm import CustomLLM, ModelResponse
 from litellm.types.utils import GenericStreamingChunk
 
 from kdroute.gateway.errors import LOCAL_PROVIDER, UpstreamError
-from kdroute.gateway.protocol import message_text
+from kdroute.messages import message_text
 
 DEFAULT_MAX_TOKENS = 64
 
@@ -37,7 +37,7 @@ class LocalModel:
 
     def prompt_ids(self, messages: list[dict], max_new: int):
         text = self.tokenizer.apply_chat_template(
-            [{"role": m.get("role"), "content": message_text(m.get("content"))} for m in messages],
+            [{"role": m.get("role"), "content": message_text(m)} for m in messages],
             tokenize=False, add_generation_prompt=True)
         ids = self.tokenizer(text, return_tensors="pt")["input_ids"]  # (1, T)
         # Keep the most recent context that leaves room for the answer in the position table.

@@ -107,6 +107,17 @@ def dumps(payload: Any) -> bytes:
         return json.dumps(payload, ensure_ascii=True, separators=(",", ":")).encode()
 
 
+def loads_upstream(data: bytes) -> Any:
+    """A back end's JSON (raises ValueError). orjson first; what it refuses, such as a lone
+    surrogate escape in an answer, is read by the stdlib as the back end meant it."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        import json
+
+        return json.loads(data)
+
+
 # --- schemas ----------------------------------------------------------------------------------
 
 class _Strict(BaseModel):
@@ -202,16 +213,6 @@ def conversation_of(request: _Request) -> list[dict[str, Any]]:
         return [m.model_dump(exclude_none=True) for m in request.messages]
     prompt = request.prompt if isinstance(request.prompt, str) else "\n".join(request.prompt)
     return [{"role": "user", "content": prompt}]
-
-
-def message_text(content: Any) -> str:
-    """The text of a message's content (string or a list of content parts)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    return "".join(part.get("text", "") for part in content
-                   if isinstance(part, dict) and isinstance(part.get("text", ""), str))
 
 
 def model_list(ids: list[str], created: int) -> dict[str, Any]:

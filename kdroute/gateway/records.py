@@ -15,8 +15,8 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from kdroute.gateway.protocol import message_text
 from kdroute.gateway.redaction import REDACTED, cap, clean_text, looks_like_a_token, redact
+from kdroute.messages import message_text
 
 __all__ = ["REDACTED", "RequestRecord", "key_id", "new_request_id", "redact", "utc_now"]
 
@@ -95,7 +95,7 @@ class RequestRecord:
         row["fallback"], row["stream"] = int(self.fallback), int(self.stream)
         row["prompt_text"] = row["response_text"] = None
         if store_text:
-            prompt = "\n".join(f"{m.get('role')}: {message_text(m.get('content'))}"
+            prompt = "\n".join(f"{m.get('role')}: {message_text(m)}"
                                for m in self.conversation or [])
             row["prompt_text"] = redact(prompt, secrets)
             row["response_text"] = redact(self.response_text, secrets)

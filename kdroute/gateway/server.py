@@ -11,6 +11,11 @@
   and sees a connection reset for a request the gateway never received (hence no ledger row).
 - uvloop and httptools where installed; no access log unless `gateway.access_log` (the ledger
   has a row per request; when on, its lines are redacted like every other log record).
+- A future per request, `scope[CLIENT_GONE]`, that the protocol resolves when the connection is
+  lost before the response is complete: the gateway cancels the back-end call from its
+  done-callback, with no task per request waiting on `receive()` (issue 14). Only with httptools
+  (uvicorn's h11 protocol has no per-request hook); without it the gateway falls back to a
+  watcher task (`app.client_gone`).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import socket
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
+CLIENT_GONE = "kdroute.client_gone"  # ASGI scope key of the per-request disconnect future
 _BAD_REQUEST = json.dumps({"error": {"message": "Invalid HTTP request received.",
                                      "type": "invalid_request_error", "param": None,
                                      "code": "invalid_http_request"}}).encode()
@@ -34,6 +40,18 @@ class GatewayHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
             except OSError:
                 pass  # not a TCP socket after all: nothing to tune
         super().connection_made(transport)
+
+    def on_message_begin(self) -> None:  # httptools: a new request's scope (before its task)
+        super().on_message_begin()
+        self.scope[CLIENT_GONE] = self.loop.create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            gone = cycle.scope.get(CLIENT_GONE)
+            if gone is not None and not gone.done():
+                gone.set_result(None)
+        super().connection_lost(exc)
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn could not parse the request: answer as the gateway answers every error."""

@@ -73,7 +73,7 @@ class Incoming:
 
     endpoint: str  # chat | completions
     body: Callable[[], Awaitable[bytes]]  # raises GatewayError (413) or ClientGone
-    disconnected: Callable[[], Awaitable[None]]  # returns once the client has hung up
+    client_gone: Callable[[], asyncio.Future]  # after the body: done once the client hangs up
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     key_id: str | None = None
 
@@ -162,10 +162,10 @@ class Gateway:
         decision = await self.decide(choice, record.conversation, record)
         if request.stream:
             stream = await until_disconnect(
-                incoming.disconnected, self.open_stream(endpoint, payload, decision, record))
+                incoming.client_gone(), self.open_stream(endpoint, payload, decision, record))
             return StreamAnswer(self.relay(stream, payload, record, started), route_headers(record),
                                 lambda: self.abandon(stream, record, started))
-        answer = await until_disconnect(incoming.disconnected,
+        answer = await until_disconnect(incoming.client_gone(),
                                         self.complete(endpoint, payload, decision, record))
         self.finish(record, started)
         return Answer(200, answer, route_headers(record))
@@ -407,17 +407,20 @@ class Gateway:
 
 
 def _cheap_to_score(router: Router, budget_ms: float = 1.0) -> bool:
-    """True when a fresh (uncached) score takes under `budget_ms` at the median."""
+    """True when a fresh (uncached) score takes under `budget_ms` of CPU at the median. The
+    process's CPU time (a scorer's own worker threads count; nothing else runs before serving),
+    not wall time: a gateway starting on a busy machine waits for a core, and that wait says
+    nothing about what scoring on the loop would cost."""
     timings = []
     for i in range(7):
         probe = [{"role": "user", "content": f"kdroute warm-up probe {i} {time.time_ns()}"}]
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         try:
             router.route(probe)
         except Exception:  # a router that cannot score a probe: let real requests show it
             log.exception("the router failed on a warm-up prompt")
             return False
-        timings.append((time.perf_counter() - t0) * 1000)
+        timings.append((time.process_time() - t0) * 1000)
     return statistics.median(timings[1:]) < budget_ms
 
 
@@ -434,28 +437,35 @@ def check_content_type(value: str | None) -> None:
                        code="unsupported_media_type")
 
 
-async def until_disconnect(disconnected: Callable[[], Awaitable[None]], coro):
-    """Await `coro` in this task; if the client disconnects first, cancel it (and the back-end
-    call with it) and raise ClientGone. One watcher task per request, no asyncio.wait."""
+async def until_disconnect(gone: asyncio.Future, coro):
+    """Await `coro` in this task; if the client disconnects first (`gone` is done), cancel it,
+    and the back-end call with it, and raise ClientGone. No task of its own: `gone`'s
+    done-callback cancels this one. A watcher task standing in for `gone` ends with the wait."""
     task = asyncio.current_task()
-    gone = False
+    if gone.done():
+        coro.close()
+        raise ClientGone
+    waiting, cancelled = True, False
 
-    async def watch() -> None:
-        nonlocal gone
-        await disconnected()
-        gone = True
-        task.cancel()
+    def on_gone(_: asyncio.Future) -> None:  # runs a loop turn after `gone` is done
+        nonlocal cancelled
+        if waiting and not gone.cancelled():  # not once `coro` has returned meanwhile
+            cancelled = True
+            task.cancel()
 
-    watcher = asyncio.get_running_loop().create_task(watch())
+    gone.add_done_callback(on_gone)
     try:
         return await coro
     except asyncio.CancelledError:
-        if not gone:
+        if not cancelled:
             raise
         task.uncancel()
         raise ClientGone from None
     finally:
-        watcher.cancel()
+        waiting = False
+        gone.remove_done_callback(on_gone)
+        if isinstance(gone, asyncio.Task):
+            gone.cancel()
 
 
 def route_headers(record: RequestRecord) -> dict[str, str]:

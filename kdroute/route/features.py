@@ -18,21 +18,9 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from kdroute.errors import InputError
+from kdroute.messages import message_text
 
 Message = Mapping[str, object]
-
-
-def message_text(message: Message) -> str:
-    """The text of one OpenAI chat message (string content or a list of content parts)."""
-    content = message.get("content")
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, Sequence):  # [{"type": "text", "text": ...}, {"type": "image_url"...}]
-        parts = [p.get("text", "") for p in content if isinstance(p, Mapping)]
-        return "\n".join(str(p) for p in parts if p)
-    return str(content)
 
 
 def conversation_text(conversation: Sequence[Message] | str) -> str:
