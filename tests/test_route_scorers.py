@@ -15,7 +15,7 @@ from kdroute.route import Router
 from kdroute.route.artifact import Artifact, load_artifact, save_artifact
 from kdroute.route.data import make_labels
 from kdroute.route.learned import check_labels, fit_logistic
-from kdroute.route.scorers import build_scorer
+from kdroute.route.registry import build_scorer
 from tests.test_route_train import synthetic_pairs, write_csv
 
 LEARNED = ("tfidf", "tfidf_words", "embedding", "knn", "task_prior", "ensemble", "ensemble_words")

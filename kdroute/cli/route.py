@@ -46,20 +46,30 @@ LABEL_RULE_HELP = ("Override router.label_rule: expected_gain (soft, the default
                    "teacher_right_student_wrong | student_wrong | score_gap.")
 
 
+_OPTIONS = {"calibration_target": "--target", "calibration_value": "--value",
+            "label_rule": "--label-rule"}
+
+
 def _apply_target(ctx, target: str | None, value: float | None, label_rule: str | None = None):
+    """The settings with the given flags over [router], validated like the config file (the one
+    pattern of every command: `Config.model_validate(cfg.model_dump() | given)`); a copy, so the
+    shared settings are never changed."""
     from pydantic import ValidationError
 
+    from kdroute.config import RouterConfig
+
     settings = state(ctx).settings
-    for option, key, given in (("--target", "calibration_target", target),
-                               ("--value", "calibration_value", value),
-                               ("--label-rule", "label_rule", label_rule)):
-        if given is None:
-            continue
-        try:
-            setattr(settings.router, key, given)
-        except ValidationError as exc:
-            raise InputError(f"{option} {given}: {exc.errors()[0]['msg']}") from None
-    return settings
+    given = {k: v for k, v in (("calibration_target", target), ("calibration_value", value),
+                               ("label_rule", label_rule)) if v is not None}
+    if not given:
+        return settings
+    try:
+        router = RouterConfig.model_validate(settings.router.model_dump() | given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0])
+        raise InputError(f"{_OPTIONS.get(key, key)} {given.get(key)}: {err['msg']}") from None
+    return settings.model_copy(update={"router": router})
 
 
 def _record_router(ctx, artifact, path: Path) -> None:
@@ -193,11 +203,11 @@ def eval_(ctx: typer.Context, data: list[Path] = DataOpt, exclude: list[Path] = 
           output_tokens: int = typer.Option(256, help="Assumed answer length for costs."),
           label_rule: str = typer.Option(None, help=LABEL_RULE_HELP)) -> None:
     """Compare scorers side by side: APGR, CPT, AUC with random and oracle (and cost axis)."""
-    from kdroute.route.evaluate import evaluate_scorers, print_table
+    from kdroute.route.evaluate import evaluate_scorers, table
 
     settings = _apply_target(ctx, None, None, label_rule)
     rows = _data(ctx, data, exclude, teacher, student, run, task)
     names = [s.strip() for s in scorers.split(",") if s.strip()]
     report = evaluate_scorers(rows, names, router or [], settings, folds, seed,
                               bootstrap, output_tokens, plot, json_out)
-    print_table(report)
+    console.print(table(report))

@@ -18,10 +18,12 @@ import numpy as np
 
 from kdroute.route import metrics
 from kdroute.route.data import RoutingData, make_labels, positive
-from kdroute.route.scorers import build_scorer
+from kdroute.route.registry import build_scorer
 from kdroute.route.train import cross_val_scores, fold_metrics, folds_of, request_costs
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from kdroute.config import Settings
 
 
@@ -105,10 +107,9 @@ def plot_curves(all_scores: dict[str, np.ndarray], data: RoutingData, path: Path
     return Path(path)
 
 
-def print_table(report: dict[str, Any]) -> None:
+def table(report: dict[str, Any]) -> Table:
+    """The report as a rich table (the CLI prints it): one row per scorer."""
     from rich.table import Table
-
-    from kdroute.cli.common import console
 
     table = Table(title=f"{report['n']} prompts: teacher {report['r_teacher']:.1%}, student "
                         f"{report['r_student']:.1%} ({report['folds']}-fold means)")
@@ -126,4 +127,4 @@ def print_table(report: dict[str, Any]) -> None:
         if cost:
             row += [f"{m['apgr_cost']:.3f}", f"{m['cpt50_cost']:.1%}"]
         table.add_row(name, *row)
-    console.print(table)
+    return table

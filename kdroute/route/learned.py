@@ -21,9 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from kdroute.errors import InputError
+from kdroute.route.base import Scorer, sigmoid
 from kdroute.route.data import positive
 from kdroute.route.features import LEXICAL_NAMES, lexical_matrix
-from kdroute.route.scorers import Scorer, sigmoid
 
 
 def check_labels(labels: np.ndarray, n: int) -> np.ndarray:

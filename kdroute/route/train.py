@@ -16,8 +16,9 @@ import numpy as np
 from kdroute.errors import ConfigError, InputError
 from kdroute.route import metrics
 from kdroute.route.artifact import Artifact
+from kdroute.route.base import Scorer
 from kdroute.route.data import RoutingData, make_labels, positive
-from kdroute.route.scorers import EVAL_ONLY, Scorer, build_scorer
+from kdroute.route.registry import EVAL_ONLY, build_scorer
 
 if TYPE_CHECKING:
     from kdroute.config import Settings
@@ -58,8 +59,6 @@ def ledger_data(store: Store, runs: Sequence[str] = (), tasks: Sequence[str] = (
 
 def import_to_ledger(store: Store, data: RoutingData, source: Sequence[str]) -> str:
     """Write recorded results into the ledger as bench samples of one `route-import` run."""
-    run_id = store.start_run("route-import", {"files": [str(s) for s in source],
-                                              "teacher": data.teacher, "student": data.student})
     doc_ids: dict[str, int] = {}
     samples = []
     for i, (prompt, group) in enumerate(zip(data.prompts, data.groups, strict=True)):
@@ -69,15 +68,10 @@ def import_to_ledger(store: Store, data: RoutingData, source: Sequence[str]) -> 
             samples.append({"model_fingerprint": model, "role": role, "task": group,
                             "doc_id": doc_id, "prompt": prompt, "score": float(q),
                             "response": data.responses.get(role, [None] * len(data))[i]})
-    try:
-        store.save_bench(run_id, [], samples)
-        for model in (data.teacher, data.student):
-            store.upsert_model(model, model, "recorded")
-    except Exception as exc:
-        store.fail_run(run_id, str(exc))
-        raise
-    store.finish_run(run_id)
-    return run_id
+    models = [{"fingerprint": m, "reference": m, "kind": "recorded"}
+              for m in dict.fromkeys((data.teacher, data.student))]
+    return store.import_recorded({"files": [str(s) for s in source], "teacher": data.teacher,
+                                  "student": data.student}, models, samples)
 
 
 # --- costs ------------------------------------------------------------------------------------

@@ -143,6 +143,19 @@ class Store:
             self.db["runs"].update(run_id, fields)
             self.finish_run(run_id)
 
+    def import_recorded(self, config: Mapping[str, Any], models: Iterable[Mapping[str, Any]],
+                        samples: Iterable[Mapping[str, Any]]) -> str:
+        """Recorded teacher/student results (`kdroute route import`) as one finished
+        `route-import` run, in one transaction: the run, its models and its sample rows land
+        together or not at all. Returns the run id."""
+        with self.db.atomic():
+            run_id = self.start_run("route-import", config)
+            for model in models:
+                self.upsert_model(**model)
+            self.save_bench(run_id, [], samples)
+            self.finish_run(run_id)
+        return run_id
+
     def cached_bench(self, cache_key: str) -> tuple[list[dict], list[dict]] | None:
         """Results and samples of the newest finished run with this cache key, if any."""
         row = self.db.execute(
