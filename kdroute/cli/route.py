@@ -27,14 +27,14 @@ RunOpt = typer.Option(None, "--run", help="Only these ledger runs (repeatable)."
 TaskOpt = typer.Option(None, "--task", help="Only these tasks (repeatable).")
 
 
-def _data(ctx, data, exclude, teacher, student, run, task):
+def _data(ctx, data, exclude, teacher, student, run, task, group_by=None):
     from kdroute.route.data import read_recorded
     from kdroute.route.train import ledger_data
 
     if data:
-        return read_recorded(data, teacher, student, exclude or ())
+        return read_recorded(data, teacher, student, exclude or (), group_by)
     with state(ctx).store() as store:
-        rows = ledger_data(store, run or (), task or ())
+        rows = ledger_data(store, run or (), task or (), group_by)
     for ex in exclude or ():
         from kdroute.route.data import read_prompt_list
 
@@ -197,6 +197,14 @@ def eval_(ctx: typer.Context, data: list[Path] = DataOpt, exclude: list[Path] = 
           router: list[Path] = typer.Option(None, "--router", "-r",
                                             help="Trained artifacts to evaluate as they are."),
           folds: int = typer.Option(5), seed: int = typer.Option(0),
+          group_by: str = typer.Option(None, "--group-by", help="Grouped CV: hold out whole "
+                                       "groups, never split one. `file` (each file a group, e.g. "
+                                       "the MMLU subject), a column of the files, or for the "
+                                       "ledger task | family | difficulty."),
+          train_data: list[Path] = typer.Option(None, "--train-data", help="Cross-dataset: fit "
+                                                "on these files ..."),
+          test_data: list[Path] = typer.Option(None, "--test-data", help="... and evaluate on "
+                                               "these (no test row is used in training)."),
           bootstrap: int = typer.Option(1000, help="Bootstrap rounds for 95% intervals (0=off)."),
           plot: Path = typer.Option(None, help="PNG of quality vs teacher share."),
           json_out: Path = typer.Option(None, "--json", help="Write the figures as JSON."),
@@ -206,8 +214,16 @@ def eval_(ctx: typer.Context, data: list[Path] = DataOpt, exclude: list[Path] = 
     from kdroute.route.evaluate import evaluate_scorers, table
 
     settings = _apply_target(ctx, None, None, label_rule)
-    rows = _data(ctx, data, exclude, teacher, student, run, task)
+    train = None
+    if train_data or test_data:
+        if not (train_data and test_data) or data:
+            raise InputError("cross-dataset evaluation takes --train-data and --test-data "
+                             "(and no --data)")
+        train = _data(ctx, train_data, exclude, teacher, student, run, task, group_by)
+        data = test_data
+    rows = _data(ctx, data, exclude, teacher, student, run, task, group_by)
     names = [s.strip() for s in scorers.split(",") if s.strip()]
     report = evaluate_scorers(rows, names, router or [], settings, folds, seed,
-                              bootstrap, output_tokens, plot, json_out)
+                              bootstrap, output_tokens, plot, json_out,
+                              grouped=group_by is not None and train is None, train=train)
     console.print(table(report))

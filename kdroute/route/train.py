@@ -18,6 +18,7 @@ from kdroute.route import metrics
 from kdroute.route.artifact import Artifact
 from kdroute.route.base import Scorer
 from kdroute.route.data import RoutingData, make_labels, positive
+from kdroute.route.folds import folds_of, group_folds_of  # noqa: F401 (re-exported)
 from kdroute.route.registry import EVAL_ONLY, build_scorer
 
 if TYPE_CHECKING:
@@ -29,8 +30,16 @@ CHARS_PER_TOKEN = 4  # the usual rough estimate for English text
 
 # --- data from the ledger ---------------------------------------------------------------------
 
-def ledger_data(store: Store, runs: Sequence[str] = (), tasks: Sequence[str] = ()) -> RoutingData:
-    """Teacher/student bench samples paired on (run, task, doc_id); newest run wins per prompt."""
+LEDGER_GROUPS = ("task", "family", "difficulty")  # bench_samples columns `--group-by` may name
+
+
+def ledger_data(store: Store, runs: Sequence[str] = (), tasks: Sequence[str] = (),
+                group_by: str | None = None) -> RoutingData:
+    """Teacher/student bench samples paired on (run, task, doc_id); newest run wins per prompt.
+    Groups are the task, or the `group_by` column of the student's sample."""
+    if group_by not in (None, *LEDGER_GROUPS):
+        raise InputError(f"--group-by {group_by!r}: the ledger's bench samples are grouped by "
+                         f"one of {', '.join(LEDGER_GROUPS)}")
     frame = store.table_frame("bench_samples")
     if frame.empty:
         raise InputError("the ledger has no bench samples: run `kdroute bench` or "
@@ -52,7 +61,8 @@ def ledger_data(store: Store, runs: Sequence[str] = (), tasks: Sequence[str] = (
     return RoutingData(pairs["prompt_s"].fillna("").astype(str).tolist(),
                        pairs["score_s"].astype(float).clip(0, 1).to_numpy(),
                        pairs["score_t"].astype(float).clip(0, 1).to_numpy(),
-                       pairs["task"].astype(str).tolist(),
+                       (pairs[f"{group_by}_s"] if group_by not in (None, "task")
+                        else pairs["task"]).astype(str).tolist(),
                        str(pairs["model_fingerprint_t"].mode().iat[0]),
                        str(pairs["model_fingerprint_s"].mode().iat[0]), responses)
 
@@ -159,20 +169,15 @@ def calibrate(scores: Sequence[float], q_student: Sequence[float], q_teacher: Se
 
 # --- cross-validation and training ------------------------------------------------------------
 
-def folds_of(n: int, k: int, seed: int) -> np.ndarray:
-    """(N,) fold index of each item: a seeded permutation dealt round-robin."""
-    return np.random.default_rng(seed).permutation(n) % k
-
-
 def cross_val_scores(make: Callable[[], Scorer], data: RoutingData, labels: np.ndarray,
-                     folds: int = 5, seed: int = 0, progress: Callable[[int], None] | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold scores (N,) and the fold of each item (N,)."""
+                     folds: int = 5, seed: int = 0, progress: Callable[[int], None] | None = None,
+                     fold: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold scores (N,) and the fold of each item (N,) (`fold` given: those folds)."""
     if folds < 2 or len(data) < folds:
         raise InputError(f"cross-validation needs at least {max(folds, 2)} prompts and 2 folds")
-    fold = folds_of(len(data), folds, seed)
+    fold = folds_of(len(data), folds, seed) if fold is None else np.asarray(fold)
     out = np.zeros(len(data))
-    for f in range(folds):
+    for f in np.unique(fold):
         tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         sub = data.subset(tr)
         scorer = make().fit(sub.prompts, labels[tr], sub.groups)
