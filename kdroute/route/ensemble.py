@@ -17,6 +17,7 @@ import numpy as np
 from kdroute.errors import ConfigError
 from kdroute.route.base import Scorer
 from kdroute.route.learned import (
+    DifficultyScorer,
     EmbeddingScorer,
     KnnScorer,
     TaskPriorScorer,
@@ -28,7 +29,8 @@ from kdroute.route.scorers import HeuristicScorer, LengthScorer
 
 # The scorers an ensemble may combine (not ensembles themselves: no cycle with the registry).
 MEMBER_CLS: dict[str, type[Scorer]] = {
-    cls.name: cls for cls in (HeuristicScorer, LengthScorer, EmbeddingScorer, TfidfScorer,
+    cls.name: cls for cls in (HeuristicScorer, LengthScorer, DifficultyScorer, EmbeddingScorer,
+                              TfidfScorer,
                               TfidfWordsScorer, KnnScorer, TaskPriorScorer)
 }
 

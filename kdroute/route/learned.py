@@ -295,3 +295,38 @@ class TaskPriorScorer(Scorer):
         obj = cls(**params)
         obj.w, obj.b, obj.prior = arrays["w"], arrays["b"], arrays["prior"]
         return obj
+
+
+class DifficultyScorer(Scorer):
+    """Features of difficulty, not of topic: the lexical features (length, numbers, operators,
+    reasoning words, answer choices ...) standardised -> logistic regression. Generalises to
+    subjects it never saw, where n-gram and embedding heads only know each subject's label rate."""
+
+    name = "difficulty"
+    needs_training = True
+
+    def __init__(self, c: float = 0.1):
+        self.c = float(c)
+        self.scaler = _Standardizer()
+        self.w: np.ndarray | None = None
+        self.b = 0.0
+
+    def fit(self, texts, labels, groups=None) -> DifficultyScorer:
+        y = check_labels(labels, len(texts))
+        x = lexical_matrix(texts)
+        self.w, self.b = fit_logistic(self.scaler.fit(x)(x), y, self.c)
+        return self
+
+    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return sigmoid(self.scaler(lexical_matrix(texts)) @ self.w + self.b)
+
+    def state(self):
+        return {"c": self.c, "b": self.b}, {"w": self.w, "mean": self.scaler.mean,
+                                            "std": self.scaler.std}
+
+    @classmethod
+    def from_state(cls, params, arrays):
+        obj = cls(params["c"])
+        obj.w, obj.b = arrays["w"], float(params["b"])
+        obj.scaler = _Standardizer(arrays["mean"], arrays["std"])
+        return obj

@@ -11,6 +11,7 @@ from kdroute.errors import ConfigError
 from kdroute.route.base import Scorer
 from kdroute.route.ensemble import EnsembleScorer, EnsembleWordsScorer
 from kdroute.route.learned import (
+    DifficultyScorer,
     EmbeddingScorer,
     KnnScorer,
     TaskPriorScorer,
@@ -18,11 +19,13 @@ from kdroute.route.learned import (
     TfidfWordsScorer,
 )
 from kdroute.route.scorers import HeuristicScorer, LengthScorer, RandomScorer
+from kdroute.route.stacked import StackedScorer
 
 SCORER_CLS: dict[str, type[Scorer]] = {
     cls.name: cls for cls in (
         HeuristicScorer, LengthScorer, RandomScorer, EmbeddingScorer, TfidfScorer,
-        TfidfWordsScorer, KnnScorer, TaskPriorScorer, EnsembleScorer, EnsembleWordsScorer)
+        TfidfWordsScorer, KnnScorer, TaskPriorScorer, EnsembleScorer, EnsembleWordsScorer,
+        DifficultyScorer, StackedScorer)
 }
 # Scores that need the true labels: computed by `kdroute route eval`, never used to route.
 EVAL_ONLY = ("random", "oracle")
