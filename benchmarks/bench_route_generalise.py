@@ -45,11 +45,29 @@ def judge(scores: np.ndarray, data, fold: np.ndarray, bootstrap: int, seed: int 
     per = fold_metrics(scores, fold, data)
     pooled = metrics.evaluate(scores, data.q_student, data.q_teacher, rounds=bootstrap, seed=seed)
     out = {k: round(per[k], 4) for k in ("apgr", "cpt50", "auc")}
+    out["apgr_pooled"] = round(pooled["apgr"], 4)  # the intervals are of the pooled curve
     out |= {k: round(v, 4) for k, v in pooled.items() if k.endswith(("_lo", "_hi"))}
     return out
 
 
-def run_split(label: str, test, scorers, bootstrap: int, fold=None, train=None) -> dict:
+def memoise_lexical() -> None:
+    """Lexical features of each prompt computed once for the whole run (every fold re-reads them;
+    on 7.6k long MMLU prompts they cost minutes on a shared CPU), like the embedding cache."""
+    import kdroute.route.learned as learned
+    import kdroute.route.scorers as scorers
+    from kdroute.route.features import lexical_features
+
+    memo: dict[str, list[float]] = {}
+
+    def lexical_matrix(texts):
+        rows = [memo[t] if t in memo else memo.setdefault(t, lexical_features(t)) for t in texts]
+        return np.asarray(rows, dtype=np.float64).reshape(len(texts), -1)
+
+    learned.lexical_matrix = scorers.lexical_matrix = lexical_matrix
+
+
+def run_split(label: str, test, scorers, bootstrap: int, fold=None, train=None,
+              done: dict | None = None) -> dict:
     from kdroute.route.data import make_labels
     from kdroute.route.evaluate import scorer_scores
 
@@ -57,7 +75,7 @@ def run_split(label: str, test, scorers, bootstrap: int, fold=None, train=None) 
     train_labels = None if train is None else make_labels(train.q_student, train.q_teacher,
                                                           "expected_gain")
     judged_on = np.zeros(len(test), dtype=int) if fold is None else fold
-    out = {}
+    out = {k: v for k, v in (done or {}).items() if isinstance(v, dict)}  # earlier runs' scorers
     for name in [*BASELINES, *scorers]:
         t0 = time.perf_counter()
         s = scorer_scores(name, test, labels, 5, 0, fold, train, train_labels)
@@ -109,11 +127,14 @@ def main(argv=None) -> None:
     parser.add_argument("--default", default="stacked", help="the default of route train")
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--no-embeddings", action="store_true",
+                        help="skip warming the MiniLM cache (scorers without embeddings only)")
     args = parser.parse_args(argv)
+    memoise_lexical()
     scorers = [s for s in args.scorers.split(",") if s]
     parts = set(args.parts.split(","))
     sets = load_sets()
-    for data in sets.values():
+    for data in () if args.no_embeddings else sets.values():
         warm_embeddings(data.prompts)
     gsm, mmlu = sets["gsm8k"], sets["mmlu"]
     path = RESULTS / f"{NAME}.json"
@@ -121,17 +142,19 @@ def main(argv=None) -> None:
     fig.pop("provenance", None)
     if "a" in parts:
         fold = group_folds_of(mmlu.groups, 5, 0)
-        fig["leave_subjects_out"] = run_split("MMLU LSO", mmlu, scorers, args.bootstrap, fold)
+        fig["leave_subjects_out"] = run_split("MMLU LSO", mmlu, scorers, args.bootstrap, fold,
+                                              done=fig.get("leave_subjects_out"))
         fig["leave_subjects_out"]["subjects"] = len(set(mmlu.groups))
     if "b" in parts:
         fig["gsm8k_to_mmlu"] = run_split("GSM8K->MMLU", mmlu, scorers, args.bootstrap,
-                                         train=gsm)
+                                         train=gsm, done=fig.get("gsm8k_to_mmlu"))
         fig["mmlu_to_gsm8k"] = run_split("MMLU->GSM8K", gsm, scorers, args.bootstrap,
-                                         train=mmlu)
+                                         train=mmlu, done=fig.get("mmlu_to_gsm8k"))
     if "c" in parts:
         within = [s for s in args.within.split(",") if s]
         for key, data in (("within_gsm8k", gsm), ("within_mmlu", mmlu)):
-            fig[key] = run_split(key, data, within, args.bootstrap, folds_of(len(data), 5, 0))
+            fig[key] = run_split(key, data, within, args.bootstrap, folds_of(len(data), 5, 0),
+                                 done=fig.get(key))
     fig["default"] = args.default
     fig["claims"] = claims(fig, args.default)
     for row in fig["claims"]:

@@ -25,7 +25,7 @@ class Spy(Scorer):
     fits: list[tuple[list[str], list[str]]] = []  # (texts, groups) per fit
     scored: list[list[str]] = []
 
-    def fit(self, texts, labels, groups=None):
+    def fit(self, texts, labels, groups=None, weights=None):
         Spy.fits.append((list(texts), list(groups)))
         return self
 

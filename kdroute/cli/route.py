@@ -120,16 +120,30 @@ def train(ctx: typer.Context,
           seed: int = typer.Option(0, help="Seed of the splits."),
           target: str = typer.Option(None, help="Override router.calibration_target."),
           value: float = typer.Option(None, help="Override router.calibration_value."),
-          label_rule: str = typer.Option(None, help=LABEL_RULE_HELP)) -> None:
+          label_rule: str = typer.Option(None, help=LABEL_RULE_HELP),
+          from_ledger: bool = typer.Option(False, "--from-ledger", help="Train on the ledger's "
+                                           "bench samples plus the monitor's shadow pairs "
+                                           "(weighted by 1/inclusion probability; a pair the "
+                                           "teacher disagreed with = teacher needed).")) -> None:
     """Fit, cross-validate, calibrate and save a versioned router artifact."""
     from kdroute.route.artifact import save_artifact
-    from kdroute.route.train import train_router
+    from kdroute.route.train import learning_data, train_router
 
     settings = _apply_target(ctx, target, value, label_rule)
-    rows = _data(ctx, data, exclude, teacher, student, run, task)
+    sources = None
+    if from_ledger:
+        if data:
+            raise InputError("--from-ledger reads the ledger; leave out --data")
+        with state(ctx).store() as store:
+            rows, sources = learning_data(store, run or (), task or (), student)
+        console.print(f"from the ledger: {sources['bench']} bench prompts, {sources['shadow']} "
+                      f"shadow pairs ({sources['shadow_teacher_needed']} teacher needed) for "
+                      f"student {sources['student']}")
+    else:
+        rows = _data(ctx, data, exclude, teacher, student, run, task)
     with console.status("training") as status:
         artifact = train_router(rows, scorer, settings, folds, holdout, seed,
-                                progress=lambda m: status.update(m))
+                                progress=lambda m: status.update(m), sources=sources)
     path = save_artifact(artifact, output)
     _record_router(ctx, artifact, path)
     cv = artifact.metrics.get("cv") or {}

@@ -30,9 +30,9 @@ class Scorer:
         raise NotImplementedError
 
     def fit(self, texts: Sequence[str], labels: np.ndarray,
-            groups: Sequence[str] | None = None) -> Scorer:
-        """Learn from N texts, their labels in [0, 1] (0/1 or soft, see `make_labels`) and
-        (optionally) the task each came from."""
+            groups: Sequence[str] | None = None, weights: np.ndarray | None = None) -> Scorer:
+        """Learn from N texts, their labels in [0, 1] (0/1 or soft, see `make_labels`),
+        (optionally) the task each came from and a weight per text (None = all 1)."""
         return self
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:

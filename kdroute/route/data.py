@@ -33,6 +33,9 @@ class RoutingData:
     teacher: str = "teacher"
     student: str = "student"
     responses: dict[str, list[str]] = field(default_factory=dict)  # role -> (N,) texts
+    # (N,) training weight of each prompt (None = all 1): shadow pairs from the ledger weigh
+    # 1 / their inclusion probability, so the sampled traffic stands for all of it.
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -41,7 +44,8 @@ class RoutingData:
         idx = np.asarray(idx, dtype=int)
         return RoutingData([self.prompts[i] for i in idx], self.q_student[idx],
                            self.q_teacher[idx], [self.groups[i] for i in idx], self.teacher,
-                           self.student, {r: [v[i] for i in idx] for r, v in self.responses.items()})
+                           self.student, {r: [v[i] for i in idx] for r, v in self.responses.items()},
+                           None if self.weights is None else self.weights[idx])
 
     def labels(self, rule: str = "teacher_right_student_wrong", delta: float = 0.0) -> np.ndarray:
         return make_labels(self.q_student, self.q_teacher, rule, delta)
@@ -56,19 +60,21 @@ class RoutingData:
         roles = {"teacher": "student", "student": "teacher"}
         return RoutingData(self.prompts, self.q_teacher, self.q_student, self.groups,
                            self.student, self.teacher,
-                           {roles[r]: v for r, v in self.responses.items()})
+                           {roles[r]: v for r, v in self.responses.items()}, self.weights)
 
     @staticmethod
     def concat(parts: Sequence[RoutingData]) -> RoutingData:
         if not parts:
             raise InputError("no routing data to combine")
         roles = set.intersection(*(set(p.responses) for p in parts))
+        weights = None if all(p.weights is None for p in parts) else np.concatenate(
+            [np.ones(len(p)) if p.weights is None else p.weights for p in parts])
         return RoutingData(
             [x for p in parts for x in p.prompts],
             np.concatenate([p.q_student for p in parts]),
             np.concatenate([p.q_teacher for p in parts]),
             [g for p in parts for g in p.groups], parts[0].teacher, parts[0].student,
-            {r: [x for p in parts for x in p.responses[r]] for r in roles})
+            {r: [x for p in parts for x in p.responses[r]] for r in roles}, weights)
 
 
 def _norm(text: str) -> str:

@@ -61,10 +61,11 @@ class EnsembleScorer(Scorer):
         self.members: list[Scorer] = []
         self.quantiles: np.ndarray | None = None  # (M, Q) sorted member scores on training data
 
-    def fit(self, texts, labels, groups=None) -> EnsembleScorer:
+    def fit(self, texts, labels, groups=None, weights=None) -> EnsembleScorer:
         check_labels(labels, len(texts))
         texts = list(texts)
-        self.members = [member_class(n)().fit(texts, labels, groups) for n in self.member_names]
+        self.members = [member_class(n)().fit(texts, labels, groups, weights)
+                        for n in self.member_names]
         grid = np.linspace(0.0, 1.0, QUANTILES)
         self.quantiles = np.stack([np.quantile(m.score_texts(texts), grid) for m in self.members])
         return self

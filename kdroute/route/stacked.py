@@ -69,9 +69,10 @@ class StackedScorer(Scorer):
         s = ((sim - self.sim_mean) / self.sim_std)[:, None]  # (N, 1)
         return np.hstack([pct, s, pct * s])
 
-    def fit(self, texts, labels, groups=None) -> StackedScorer:
+    def fit(self, texts, labels, groups=None, weights=None) -> StackedScorer:
         y = check_labels(labels, len(texts))
         texts = list(texts)
+        weights = None if weights is None else np.asarray(weights, dtype=np.float64)
         vectors = embed(texts, self.max_length)  # (N, 384)
         fold = self._inner_folds(groups, len(texts))
         oof = np.zeros((len(texts), len(self.member_names)))  # out-of-group member scores
@@ -80,14 +81,16 @@ class StackedScorer(Scorer):
             tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
             sub_groups = None if groups is None else [groups[i] for i in tr]
             for j, name in enumerate(self.member_names):
-                member = member_class(name)().fit([texts[i] for i in tr], y[tr], sub_groups)
+                member = member_class(name)().fit([texts[i] for i in tr], y[tr], sub_groups,
+                                                  None if weights is None else weights[tr])
                 oof[te, j] = member.score_texts([texts[i] for i in te])
             sim[te] = neighbour_similarity(vectors[te], vectors[tr], self.k)
         grid = np.linspace(0.0, 1.0, QUANTILES)
         self.quantiles = np.stack([np.quantile(oof[:, j], grid) for j in range(oof.shape[1])])
         self.sim_mean, self.sim_std = float(sim.mean()), float(sim.std() or 1.0)
-        self.w, self.b = fit_logistic(self._features(oof, sim), y, self.c)
-        self.members = [member_class(n)().fit(texts, y, groups) for n in self.member_names]
+        self.w, self.b = fit_logistic(self._features(oof, sim), y, self.c, weights)
+        self.members = [member_class(n)().fit(texts, y, groups, weights)
+                        for n in self.member_names]
         self.keys = vectors.astype(np.float16)
         return self
 

@@ -84,6 +84,54 @@ def import_to_ledger(store: Store, data: RoutingData, source: Sequence[str]) -> 
                                   "student": data.student}, models, samples)
 
 
+def shadow_data(store: Store, student_model: str | None = None) -> RoutingData | None:
+    """The monitor's shadow pairs as routing data, or None if the ledger has none with a prompt.
+
+    A shadow pair is a student-served request the teacher answered again: where the teacher
+    disagreed the student's answer is taken as wrong and the teacher's as right ("teacher
+    needed"); where they agreed, as equally good. So q_teacher = 1 and q_student = the verdict,
+    and every label rule reads them alike (expected_gain: 1 or 0.5; binary rules: 1 or 0).
+    Each pair weighs 1 / its inclusion probability (scaled to mean 1, so the pairs count as many
+    prompts as they are): the oversampled requests near the threshold do not dominate. Only the
+    pairs of one student count: `student_model`, else the newest pair's.
+    """
+    rows = store.shadow_pairs(student_model)
+    if student_model is None and rows:
+        newest = rows[-1]["student_model"]
+        rows = [r for r in rows if r["student_model"] == newest]
+    if not rows:
+        return None
+    weights = 1.0 / np.clip(np.array([float(r["inclusion_prob"]) for r in rows]), 1e-6, 1.0)
+    return RoutingData(
+        [str(r["prompt"]) for r in rows], np.array([float(r["verdict"]) for r in rows]),
+        np.ones(len(rows)), [str(r["slice"] or "shadow") for r in rows],
+        str(rows[-1]["teacher_model"] or "teacher"), str(rows[-1]["student_model"] or "student"),
+        {"teacher": [str(r["teacher_response"] or "") for r in rows],
+         "student": [str(r["student_response"] or "") for r in rows]},
+        weights / weights.mean())
+
+
+def learning_data(store: Store, runs: Sequence[str] = (), tasks: Sequence[str] = (),
+                  student_model: str | None = None) -> tuple[RoutingData, dict[str, Any]]:
+    """Bench samples plus shadow pairs (`route train --from-ledger`), and what was used."""
+    try:
+        bench = ledger_data(store, runs, tasks)
+    except InputError:
+        bench = None
+    shadow = shadow_data(store, student_model)
+    if bench is None and shadow is None:
+        raise InputError("the ledger has no bench samples and no shadow pairs with a prompt: run "
+                         "`kdroute bench`, or serve with monitor.store_pairs = true and let the "
+                         "monitor shadow some traffic")
+    parts = [p for p in (shadow, bench) if p is not None]  # the shadow pairs name the student
+    data = RoutingData.concat(parts)
+    sources = {"bench": 0 if bench is None else len(bench),
+               "shadow": 0 if shadow is None else len(shadow),
+               "shadow_teacher_needed": 0 if shadow is None else int((shadow.q_student < 0.5).sum()),
+               "student": data.student, "teacher": data.teacher}
+    return data, sources
+
+
 # --- costs ------------------------------------------------------------------------------------
 
 def request_costs(data: RoutingData, settings: Settings, output_tokens: int = 256
@@ -180,7 +228,7 @@ def cross_val_scores(make: Callable[[], Scorer], data: RoutingData, labels: np.n
     for f in np.unique(fold):
         tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         sub = data.subset(tr)
-        scorer = make().fit(sub.prompts, labels[tr], sub.groups)
+        scorer = make().fit(sub.prompts, labels[tr], sub.groups, sub.weights)
         out[te] = scorer.score_texts([data.prompts[i] for i in te])
         if progress:
             progress(f + 1)
@@ -208,7 +256,8 @@ def fold_metrics(scores: np.ndarray, fold: np.ndarray, data: RoutingData,
 
 def train_router(data: RoutingData, scorer: str, settings: Settings, folds: int = 5,
                  holdout: float = 0.2, seed: int = 0, output_tokens: int = 256,
-                 progress: Callable[[str], None] | None = None) -> Artifact:
+                 progress: Callable[[str], None] | None = None,
+                 sources: dict[str, Any] | None = None) -> Artifact:
     """Cross-validate, fit and calibrate `scorer` on `data`; the artifact carries its metrics."""
     if scorer in EVAL_ONLY:
         raise InputError(f"{scorer!r} is an evaluation baseline, not a router; pick a real scorer")
@@ -230,7 +279,7 @@ def train_router(data: RoutingData, scorer: str, settings: Settings, folds: int 
                                      folds, seed)
         cv_metrics = fold_metrics(oof, fold, train)
     say(f"fitting {scorer} on {len(train)} prompts")
-    model = build_scorer(scorer).fit(train.prompts, labels[fit_idx], train.groups)
+    model = build_scorer(scorer).fit(train.prompts, labels[fit_idx], train.groups, train.weights)
     say(f"calibrating on {len(cal)} held-out prompts")
     cal_scores = model.score_texts(cal.prompts)
     costs = calibration_costs(cal, settings, output_tokens)
@@ -244,4 +293,4 @@ def train_router(data: RoutingData, scorer: str, settings: Settings, folds: int 
                     teacher=data.teacher, student=data.student, label_rule=cfg.label_rule,
                     metrics={"cv": cv_metrics, "holdout": held, "n_train": len(train),
                              "n_holdout": len(cal), "label_rate": float(positive(labels).mean()),
-                             "folds": folds, "seed": seed})
+                             "folds": folds, "seed": seed, "sources": sources or {}})

@@ -287,6 +287,23 @@ class Store:
             "GROUP BY kind, status, method ORDER BY kind, status, method", params)
         return _dicts(cursor)
 
+    def shadow_pairs(self, student_model: str | None = None) -> list[dict]:
+        """Scored shadow evaluations with their prompt, oldest first: student-served requests the
+        teacher answered again in the background (the learning loop's labelled traffic). The
+        prompt is the pair's own text, else the request log's; rows with neither are skipped.
+        `inclusion_prob` is the chance the request was sampled (1/it weighs it back)."""
+        model = "" if student_model is None else "AND s.student_model = ? "
+        cursor = self.db.execute(
+            "SELECT s.id, s.ts, s.request_id, COALESCE(s.prompt_text, r.prompt_text) AS prompt, "
+            "s.verdict, COALESCE(s.inclusion_prob, 1.0) AS inclusion_prob, s.teacher_model, "
+            "s.student_model, s.teacher_response, COALESCE(s.student_response, r.response_text) "
+            "AS student_response, s.router_version, s.slice FROM shadow_evals s "
+            "LEFT JOIN requests r ON r.id = s.request_id WHERE COALESCE(s.kind, 'shadow') = "
+            "'shadow' AND s.status = 'ok' AND s.verdict IS NOT NULL AND "
+            f"COALESCE(s.prompt_text, r.prompt_text) IS NOT NULL {model}ORDER BY s.id",
+            [] if student_model is None else [student_model])
+        return _dicts(cursor)
+
     def family_prompts(self, limit: int = 20000) -> list[tuple[str, str]]:
         """(prompt, task family) of distinct bench prompts: what the monitor's slice classifier
         learns from."""
