@@ -39,8 +39,8 @@ def ledger(tmp_path):
     path = tmp_path / "l.db"
     with Store(path) as store:
         bench_into_ledger(store, synthetic_pairs(80, seed=1))
+        store.insert_shadows(shadow_rows(10, seed=9, student="hf:old-student"))  # older pairs
         store.insert_shadows(shadow_rows())
-        store.insert_shadows(shadow_rows(10, seed=9, student="hf:old-student"))
         store.insert_shadows([{"request_id": "no-text", "kind": "shadow", "status": "ok",
                                "verdict": 0, "inclusion_prob": 1.0, "student_model": STUDENT}])
     return path
@@ -94,8 +94,8 @@ def test_distill_data_round_trips_through_the_distill_loader(ledger, tmp_path):
                         env={"KDROUTE_STORE_PATH": str(ledger)})
     assert res.exit_code == 0, res.output
     rows = read_pairs(out)
-    expected = [r for r in shadow_rows() if r["verdict"] == 0] + [
-        r for r in shadow_rows(10, seed=9, student="hf:old-student") if r["verdict"] == 0]
+    expected = [r for r in shadow_rows(10, seed=9, student="hf:old-student") + shadow_rows()
+                if r["verdict"] == 0]
     by_prompt = {r["prompt_text"]: r["teacher_response"] for r in expected}
     assert len(rows) == len(expected) and {r["prompt"]: r["response"] for r in rows} == by_prompt
     assert {r["family"] for r in rows} == {"arith"}
