@@ -99,7 +99,7 @@ def latency(name: str, fit_data, prompts: list[str], n_single: int = 300) -> dic
     """p50/p99 of one uncached prompt through Router.score_one, and batched prompts/s."""
     from kdroute.route import Router
     from kdroute.route.data import make_labels
-    from kdroute.route.scorers import build_scorer
+    from kdroute.route.registry import build_scorer
 
     scorer = build_scorer(name)
     if scorer.needs_training:

@@ -63,6 +63,20 @@ class RouterConfig(_Section):
     calibration_value: float = Field(default=0.3, ge=0)
     cache_size: int = Field(default=10000, ge=0)
 
+    @field_validator("scorer")
+    @classmethod
+    def _known_scorer(cls, value: str) -> str:
+        # The registry is the one list of names; imported here (numpy only) so that a typo fails
+        # at load, not when the gateway starts.
+        from kdroute.route.registry import EVAL_ONLY, SCORER_CLS
+
+        if value not in SCORER_CLS:
+            raise ValueError(f"unknown scorer; use one of {', '.join(SCORER_CLS)}")
+        if value in EVAL_ONLY:
+            raise ValueError("an evaluation baseline, not a router; use heuristic or a trained "
+                             "router.artifact")
+        return value
+
 
 class GatewayConfig(_Section):
     host: str = "127.0.0.1"

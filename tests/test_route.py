@@ -69,3 +69,47 @@ def test_heuristic_artifact_round_trips(tmp_path):
     path.with_suffix(".npz").write_bytes(b"tampered")
     with pytest.raises(InputError, match="checksum"):
         load_artifact(path)
+
+
+def test_bad_router_scorer_fails_at_load_with_the_key_named(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[router]\nscorer = "nope"\n')
+    with pytest.raises(ConfigError, match=r"router\.scorer: .*unknown scorer.*heuristic"):
+        load_config(cfg, env={})
+    with pytest.raises(ConfigError, match="evaluation baseline"):
+        load_config(None, env={"KDROUTE_ROUTER_SCORER": "random"})
+    assert load_config(None, env={"KDROUTE_ROUTER_SCORER": "length"}).router.scorer == "length"
+
+
+def test_registry_is_a_dict_of_classes_named_as_they_say():
+    from kdroute.route.base import Scorer
+    from kdroute.route.registry import SCORER_CLS, scorer_class
+
+    assert all(isinstance(c, type) and issubclass(c, Scorer) and c.name == n
+               for n, c in SCORER_CLS.items())
+    with pytest.raises(ConfigError, match="unknown scorer"):
+        scorer_class("nope")
+
+
+def test_route_stage_does_not_import_the_cli():
+    import subprocess
+    import sys
+
+    code = ("import sys, kdroute.route.evaluate, kdroute.route.train, kdroute.route.registry; "
+            "print(sorted(m for m in sys.modules if m.startswith('kdroute.cli')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_eval_report_is_a_table_the_caller_prints():
+    from rich.table import Table
+
+    from kdroute.route.evaluate import table
+
+    m = {"apgr": 0.6, "apgr_lo": 0.55, "apgr_hi": 0.65, "apgr_10pt": 0.6, "cpt50": 0.3,
+         "cpt80": 0.5, "cpt90": 0.7, "cpt95": 0.8, "auc": 0.6}
+    report = {"n": 10, "r_teacher": 0.8, "r_student": 0.6, "folds": 5,
+              "scorers": {"length": m, "oracle": dict(m, apgr=0.9)}}
+    t = table(report)
+    assert isinstance(t, Table) and t.row_count == 2
+    assert [c.header for c in t.columns][:2] == ["scorer", "APGR"]

@@ -15,10 +15,11 @@ from kdroute.route import Router
 from kdroute.route.artifact import Artifact, load_artifact, save_artifact
 from kdroute.route.data import make_labels
 from kdroute.route.learned import check_labels, fit_logistic
-from kdroute.route.scorers import build_scorer
+from kdroute.route.registry import build_scorer
 from tests.test_route_train import synthetic_pairs, write_csv
 
-LEARNED = ("tfidf", "tfidf_words", "embedding", "knn", "task_prior", "ensemble", "ensemble_words")
+LEARNED = ("tfidf", "tfidf_words", "embedding", "knn", "task_prior", "ensemble", "ensemble_words",
+           "difficulty", "stacked")
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +111,25 @@ def test_expected_gain_ranks_student_only_prompts_below_ties():
 def test_bad_soft_labels_are_input_errors(labels, message):
     with pytest.raises(InputError, match=message):
         check_labels(np.array(labels), 3)
+
+
+@pytest.mark.parametrize("name", ["tfidf", "tfidf_words"])
+def test_fast_tfidf_score_equals_the_sparse_matrix_path(name):
+    """The gateway's numpy path over each row's hashed non-zeros gives the score of the full
+    feature matrix (TF-IDF block stacked with the zero-weight lexical block) times the weights."""
+    from kdroute.route.base import sigmoid
+
+    rows = synthetic_pairs(n=300, seed=11)
+    texts = [r[0] for r in rows]
+    scorer = build_scorer(name).fit(texts, make_labels(np.array([r[1] for r in rows]),
+                                                       np.array([r[2] for r in rows]),
+                                                       "expected_gain"))
+    rng = np.random.default_rng(0)
+    probes = texts + ["", "???", "x" * 5000, "naïve café ☕ 12 + 7 = ?"] + [
+        " ".join(rng.choice(["pens", "boxes", "7", "why", "capital", "sells"], 12))
+        for _ in range(200)]
+    assert scorer.lexical_weight == 0.0  # the default: the fast path is the one taken
+    fast = scorer.score_texts(probes)
+    sparse = sigmoid(scorer.features(probes) @ scorer.w + scorer.b)
+    assert len(set(np.round(fast, 6))) > 10  # the probes get different scores
+    np.testing.assert_allclose(fast, sparse, rtol=0, atol=1e-9)

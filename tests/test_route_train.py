@@ -216,3 +216,23 @@ def test_calibrate_to_a_cost_budget_through_the_cli(tmp_path):
     assert res.exit_code == 0, res.output
     cal = json.loads(out.read_text())["calibration"]
     assert cal["target"] == "cost_budget" and 0 < cal["cost_per_1k"] <= budget
+
+
+def test_import_recorded_is_one_transaction(tmp_path):
+    import sqlite3
+
+    from kdroute.route.train import import_to_ledger
+    from kdroute.store import Store
+
+    data = read_recorded([write_csv(tmp_path / "r.csv", synthetic_pairs(20))])
+    with Store(tmp_path / "l.db") as store:
+        bad = [{"task": "t", "doc_id": 0, "score": 1.0, "no_such_column": 1}]
+        with pytest.raises(sqlite3.OperationalError):
+            store.import_recorded({"files": []}, [{"fingerprint": "m", "reference": "m",
+                                                   "kind": "recorded"}], bad)
+        for table in ("runs", "models", "bench_samples"):
+            assert store.count(table) == 0, table
+        run = import_to_ledger(store, data, ["r.csv"])
+        assert store.run(run)["status"] == "done" and store.count("models") == 2
+        assert store.count("bench_samples") == 2 * len(data)
+        assert len(ledger_data(store)) == len(data)

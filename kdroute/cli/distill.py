@@ -25,7 +25,32 @@ kdroute distill --preset demo trains the embedded demo pair: models/demo-teacher
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("distill", help=_HELP)
+    group = typer.Typer(help=_HELP)
+    app.add_typer(group, name="distill")
+
+    @group.command("data")
+    def data_(
+        ctx: typer.Context,
+        from_ledger: bool = typer.Option(False, "--from-ledger", help="Read the monitor's "
+                                         "shadow pairs from the ledger (the only source)."),
+        output: Path = typer.Option(..., "--output", "-o", help="JSONL file to write."),
+        every: bool = typer.Option(False, "--all", help="Every shadowed prompt, not only those "
+                                   "where the teacher disagreed with the student."),
+        student_model: str | None = typer.Option(None, "--student", help="Only pairs of this "
+                                                 "student (default: all)."),
+    ) -> None:
+        """Export the teacher's answers to live prompts the student got wrong, as prompt/response
+        JSONL for the next `kdroute distill --data FILE`."""
+        if not from_ledger:
+            raise InputError("distill data needs --from-ledger (the shadow pairs are its source)")
+        from kdroute.route.loop import write_distill_data
+
+        with state(ctx).store() as store:
+            n = write_distill_data(store, output, every, student_model)
+        console.print(f"wrote {n} prompt/response rows to {output} (train on them with "
+                      f"`kdroute distill --data {output}`)")
+
+    @group.callback(invoke_without_command=True, help=_HELP)
     def distill(
         ctx: typer.Context,
         teacher: str | None = typer.Option(None, help="Teacher: hf:<dir> or a directory "
@@ -69,6 +94,8 @@ def register(app: typer.Typer) -> None:
         preset: str | None = typer.Option(None, help="A named recipe: demo."),
         progress: bool = typer.Option(True, help="Show a progress bar."),
     ) -> None:
+        if ctx.invoked_subcommand is not None:  # `kdroute distill data ...`
+            return
         st = state(ctx)
         settings = st.settings
         if preset is not None:

@@ -27,14 +27,14 @@ RunOpt = typer.Option(None, "--run", help="Only these ledger runs (repeatable)."
 TaskOpt = typer.Option(None, "--task", help="Only these tasks (repeatable).")
 
 
-def _data(ctx, data, exclude, teacher, student, run, task):
+def _data(ctx, data, exclude, teacher, student, run, task, group_by=None):
     from kdroute.route.data import read_recorded
     from kdroute.route.train import ledger_data
 
     if data:
-        return read_recorded(data, teacher, student, exclude or ())
+        return read_recorded(data, teacher, student, exclude or (), group_by)
     with state(ctx).store() as store:
-        rows = ledger_data(store, run or (), task or ())
+        rows = ledger_data(store, run or (), task or (), group_by)
     for ex in exclude or ():
         from kdroute.route.data import read_prompt_list
 
@@ -46,20 +46,30 @@ LABEL_RULE_HELP = ("Override router.label_rule: expected_gain (soft, the default
                    "teacher_right_student_wrong | student_wrong | score_gap.")
 
 
+_OPTIONS = {"calibration_target": "--target", "calibration_value": "--value",
+            "label_rule": "--label-rule"}
+
+
 def _apply_target(ctx, target: str | None, value: float | None, label_rule: str | None = None):
+    """The settings with the given flags over [router], validated like the config file (the one
+    pattern of every command: `Config.model_validate(cfg.model_dump() | given)`); a copy, so the
+    shared settings are never changed."""
     from pydantic import ValidationError
 
+    from kdroute.config import RouterConfig
+
     settings = state(ctx).settings
-    for option, key, given in (("--target", "calibration_target", target),
-                               ("--value", "calibration_value", value),
-                               ("--label-rule", "label_rule", label_rule)):
-        if given is None:
-            continue
-        try:
-            setattr(settings.router, key, given)
-        except ValidationError as exc:
-            raise InputError(f"{option} {given}: {exc.errors()[0]['msg']}") from None
-    return settings
+    given = {k: v for k, v in (("calibration_target", target), ("calibration_value", value),
+                               ("label_rule", label_rule)) if v is not None}
+    if not given:
+        return settings
+    try:
+        router = RouterConfig.model_validate(settings.router.model_dump() | given)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = str(err["loc"][0])
+        raise InputError(f"{_OPTIONS.get(key, key)} {given.get(key)}: {err['msg']}") from None
+    return settings.model_copy(update={"router": router})
 
 
 def _record_router(ctx, artifact, path: Path) -> None:
@@ -110,16 +120,30 @@ def train(ctx: typer.Context,
           seed: int = typer.Option(0, help="Seed of the splits."),
           target: str = typer.Option(None, help="Override router.calibration_target."),
           value: float = typer.Option(None, help="Override router.calibration_value."),
-          label_rule: str = typer.Option(None, help=LABEL_RULE_HELP)) -> None:
+          label_rule: str = typer.Option(None, help=LABEL_RULE_HELP),
+          from_ledger: bool = typer.Option(False, "--from-ledger", help="Train on the ledger's "
+                                           "bench samples plus the monitor's shadow pairs "
+                                           "(weighted by 1/inclusion probability; a pair the "
+                                           "teacher disagreed with = teacher needed).")) -> None:
     """Fit, cross-validate, calibrate and save a versioned router artifact."""
     from kdroute.route.artifact import save_artifact
-    from kdroute.route.train import train_router
+    from kdroute.route.train import learning_data, train_router
 
     settings = _apply_target(ctx, target, value, label_rule)
-    rows = _data(ctx, data, exclude, teacher, student, run, task)
+    sources = None
+    if from_ledger:
+        if data:
+            raise InputError("--from-ledger reads the ledger; leave out --data")
+        with state(ctx).store() as store:
+            rows, sources = learning_data(store, run or (), task or (), student)
+        console.print(f"from the ledger: {sources['bench']} bench prompts, {sources['shadow']} "
+                      f"shadow pairs ({sources['shadow_teacher_needed']} teacher needed) for "
+                      f"student {sources['student']}")
+    else:
+        rows = _data(ctx, data, exclude, teacher, student, run, task)
     with console.status("training") as status:
         artifact = train_router(rows, scorer, settings, folds, holdout, seed,
-                                progress=lambda m: status.update(m))
+                                progress=lambda m: status.update(m), sources=sources)
     path = save_artifact(artifact, output)
     _record_router(ctx, artifact, path)
     cv = artifact.metrics.get("cv") or {}
@@ -187,17 +211,33 @@ def eval_(ctx: typer.Context, data: list[Path] = DataOpt, exclude: list[Path] = 
           router: list[Path] = typer.Option(None, "--router", "-r",
                                             help="Trained artifacts to evaluate as they are."),
           folds: int = typer.Option(5), seed: int = typer.Option(0),
+          group_by: str = typer.Option(None, "--group-by", help="Grouped CV: hold out whole "
+                                       "groups, never split one. `file` (each file a group, e.g. "
+                                       "the MMLU subject), a column of the files, or for the "
+                                       "ledger task | family | difficulty."),
+          train_data: list[Path] = typer.Option(None, "--train-data", help="Cross-dataset: fit "
+                                                "on these files ..."),
+          test_data: list[Path] = typer.Option(None, "--test-data", help="... and evaluate on "
+                                               "these (no test row is used in training)."),
           bootstrap: int = typer.Option(1000, help="Bootstrap rounds for 95% intervals (0=off)."),
           plot: Path = typer.Option(None, help="PNG of quality vs teacher share."),
           json_out: Path = typer.Option(None, "--json", help="Write the figures as JSON."),
           output_tokens: int = typer.Option(256, help="Assumed answer length for costs."),
           label_rule: str = typer.Option(None, help=LABEL_RULE_HELP)) -> None:
     """Compare scorers side by side: APGR, CPT, AUC with random and oracle (and cost axis)."""
-    from kdroute.route.evaluate import evaluate_scorers, print_table
+    from kdroute.route.evaluate import evaluate_scorers, table
 
     settings = _apply_target(ctx, None, None, label_rule)
-    rows = _data(ctx, data, exclude, teacher, student, run, task)
+    train = None
+    if train_data or test_data:
+        if not (train_data and test_data) or data:
+            raise InputError("cross-dataset evaluation takes --train-data and --test-data "
+                             "(and no --data)")
+        train = _data(ctx, train_data, exclude, teacher, student, run, task, group_by)
+        data = test_data
+    rows = _data(ctx, data, exclude, teacher, student, run, task, group_by)
     names = [s.strip() for s in scorers.split(",") if s.strip()]
     report = evaluate_scorers(rows, names, router or [], settings, folds, seed,
-                              bootstrap, output_tokens, plot, json_out)
-    print_table(report)
+                              bootstrap, output_tokens, plot, json_out,
+                              grouped=group_by is not None and train is None, train=train)
+    console.print(table(report))

@@ -20,7 +20,7 @@ from kdroute.route.features import conversation_text
 if TYPE_CHECKING:
     from kdroute.config import Settings
     from kdroute.route.artifact import Artifact
-    from kdroute.route.scorers import Scorer
+    from kdroute.route.base import Scorer
 
 __all__ = ["Router", "load_router", "conversation_text"]
 
@@ -104,7 +104,7 @@ def load_router(settings: Settings) -> Router:
         from kdroute.route.artifact import load_artifact
 
         return router_from_artifact(load_artifact(settings.path(cfg.artifact)), cfg.cache_size)
-    from kdroute.route.scorers import scorer_class
+    from kdroute.route.registry import scorer_class
 
     cls = scorer_class(cfg.scorer)
     if cls.needs_training:

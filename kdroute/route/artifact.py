@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 
 from kdroute.errors import InputError
-from kdroute.route.scorers import Scorer, scorer_class
+from kdroute.route.base import Scorer
+from kdroute.route.registry import scorer_class
 
 FORMAT = "kdroute-router/1"
 

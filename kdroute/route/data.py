@@ -33,6 +33,9 @@ class RoutingData:
     teacher: str = "teacher"
     student: str = "student"
     responses: dict[str, list[str]] = field(default_factory=dict)  # role -> (N,) texts
+    # (N,) training weight of each prompt (None = all 1): shadow pairs from the ledger weigh
+    # 1 / their inclusion probability, so the sampled traffic stands for all of it.
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -41,7 +44,8 @@ class RoutingData:
         idx = np.asarray(idx, dtype=int)
         return RoutingData([self.prompts[i] for i in idx], self.q_student[idx],
                            self.q_teacher[idx], [self.groups[i] for i in idx], self.teacher,
-                           self.student, {r: [v[i] for i in idx] for r, v in self.responses.items()})
+                           self.student, {r: [v[i] for i in idx] for r, v in self.responses.items()},
+                           None if self.weights is None else self.weights[idx])
 
     def labels(self, rule: str = "teacher_right_student_wrong", delta: float = 0.0) -> np.ndarray:
         return make_labels(self.q_student, self.q_teacher, rule, delta)
@@ -56,19 +60,21 @@ class RoutingData:
         roles = {"teacher": "student", "student": "teacher"}
         return RoutingData(self.prompts, self.q_teacher, self.q_student, self.groups,
                            self.student, self.teacher,
-                           {roles[r]: v for r, v in self.responses.items()})
+                           {roles[r]: v for r, v in self.responses.items()}, self.weights)
 
     @staticmethod
     def concat(parts: Sequence[RoutingData]) -> RoutingData:
         if not parts:
             raise InputError("no routing data to combine")
         roles = set.intersection(*(set(p.responses) for p in parts))
+        weights = None if all(p.weights is None for p in parts) else np.concatenate(
+            [np.ones(len(p)) if p.weights is None else p.weights for p in parts])
         return RoutingData(
             [x for p in parts for x in p.prompts],
             np.concatenate([p.q_student for p in parts]),
             np.concatenate([p.q_teacher for p in parts]),
             [g for p in parts for g in p.groups], parts[0].teacher, parts[0].student,
-            {r: [x for p in parts for x in p.responses[r]] for r in roles})
+            {r: [x for p in parts for x in p.responses[r]] for r in roles}, weights)
 
 
 def _norm(text: str) -> str:
@@ -154,19 +160,36 @@ def _quality(value, path: Path, row: int, column: str) -> float:
                      f"[0, 1] (got {value!r})")
 
 
-def score_columns(path: Path, columns: Sequence[str]) -> list[str]:
+# `--group-by file`: each file is a group (the MMLU subject is in each file's name).
+FILE_GROUP = "file"
+
+
+def score_columns(path: Path, columns: Sequence[str], group_by: str | None = None) -> list[str]:
     if "prompt" not in columns:
         raise InputError(f"{path}: missing column 'prompt' (found: {', '.join(columns) or 'none'})")
-    return [c for c in columns if c != "prompt" and not c.endswith(RESPONSE_SUFFIX)]
+    return [c for c in columns
+            if c not in ("prompt", group_by) and not c.endswith(RESPONSE_SUFFIX)]
+
+
+def _file_groups(path: Path, rows: list[dict], columns: Sequence[str],
+                 group_by: str | None) -> list[str]:
+    """(N,) group of each row: the file's stem, or the value of the `group_by` column."""
+    if group_by in (None, FILE_GROUP):
+        return [path.stem] * len(rows)
+    if group_by not in columns:
+        raise InputError(f"{path}: --group-by {group_by!r}: no such column (columns: "
+                         f"{', '.join(columns)}; or use --group-by {FILE_GROUP})")
+    return [str(r.get(group_by)) for r in rows]
 
 
 def read_recorded_file(path: str | Path, teacher: str | None = None,
-                       student: str | None = None) -> RoutingData:
+                       student: str | None = None, group_by: str | None = None) -> RoutingData:
     """One RouteLLM-format file. Without names, the two score columns are used and the one with
-    the higher mean is the teacher."""
+    the higher mean is the teacher. Groups are the file's stem, or a column's values."""
     path = Path(path)
     rows, columns = read_table(path)
-    candidates = score_columns(path, columns)
+    groups = _file_groups(path, rows, columns, group_by)
+    candidates = score_columns(path, columns, group_by)
     for name in (teacher, student):
         if name is not None and name not in candidates:
             raise InputError(f"{path}: missing score column {name!r} "
@@ -190,8 +213,8 @@ def read_recorded_file(path: str | Path, teacher: str | None = None,
     responses = {role: [str(r.get(f"{col}{RESPONSE_SUFFIX}") or "") for r in rows]
                  for role, col in (("teacher", teacher), ("student", student))
                  if f"{col}{RESPONSE_SUFFIX}" in rows[0]}
-    return RoutingData(prompts, scores[student], scores[teacher], [path.stem] * len(rows),
-                       teacher, student, responses)
+    return RoutingData(prompts, scores[student], scores[teacher], groups, teacher, student,
+                       responses)
 
 
 def recorded_files(paths: Sequence[str | Path]) -> list[Path]:
@@ -212,10 +235,12 @@ def recorded_files(paths: Sequence[str | Path]) -> list[Path]:
 
 
 def read_recorded(paths: Sequence[str | Path], teacher: str | None = None,
-                  student: str | None = None, exclude: Sequence[str | Path] = ()) -> RoutingData:
-    """Several RouteLLM-format files (or folders of them) as one data set, minus excluded prompts."""
+                  student: str | None = None, exclude: Sequence[str | Path] = (),
+                  group_by: str | None = None) -> RoutingData:
+    """Several RouteLLM-format files (or folders of them) as one data set, minus excluded prompts.
+    `group_by`: a column naming each row's group, or `file` (the default: the file's stem)."""
     files = recorded_files(paths)
-    parts = [read_recorded_file(f, teacher, student) for f in files]
+    parts = [read_recorded_file(f, teacher, student, group_by) for f in files]
     names = {parts[0].teacher, parts[0].student}
     for part, f in zip(parts, files, strict=True):
         if {part.teacher, part.student} != names:

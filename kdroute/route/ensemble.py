@@ -14,8 +14,31 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from kdroute.route.learned import check_labels
-from kdroute.route.scorers import Scorer, scorer_class
+from kdroute.errors import ConfigError
+from kdroute.route.base import Scorer
+from kdroute.route.learned import (
+    DifficultyScorer,
+    EmbeddingScorer,
+    KnnScorer,
+    TaskPriorScorer,
+    TfidfScorer,
+    TfidfWordsScorer,
+    check_labels,
+)
+from kdroute.route.scorers import HeuristicScorer, LengthScorer
+
+# The scorers an ensemble may combine (not ensembles themselves: no cycle with the registry).
+MEMBER_CLS: dict[str, type[Scorer]] = {
+    cls.name: cls for cls in (HeuristicScorer, LengthScorer, DifficultyScorer, EmbeddingScorer,
+                              TfidfScorer,
+                              TfidfWordsScorer, KnnScorer, TaskPriorScorer)
+}
+
+
+def member_class(name: str) -> type[Scorer]:
+    if name not in MEMBER_CLS:
+        raise ConfigError(f"unknown ensemble member {name!r}; known: {', '.join(MEMBER_CLS)}")
+    return MEMBER_CLS[name]
 
 # Picked on the RouteLLM data (benchmarks/bench_route_routellm.py): the embedding carries topic and
 # phrasing, character n-grams carry numbers and symbols, and length is a robust difficulty prior
@@ -38,10 +61,11 @@ class EnsembleScorer(Scorer):
         self.members: list[Scorer] = []
         self.quantiles: np.ndarray | None = None  # (M, Q) sorted member scores on training data
 
-    def fit(self, texts, labels, groups=None) -> EnsembleScorer:
+    def fit(self, texts, labels, groups=None, weights=None) -> EnsembleScorer:
         check_labels(labels, len(texts))
         texts = list(texts)
-        self.members = [scorer_class(n)().fit(texts, labels, groups) for n in self.member_names]
+        self.members = [member_class(n)().fit(texts, labels, groups, weights)
+                        for n in self.member_names]
         grid = np.linspace(0.0, 1.0, QUANTILES)
         self.quantiles = np.stack([np.quantile(m.score_texts(texts), grid) for m in self.members])
         return self
@@ -68,7 +92,7 @@ class EnsembleScorer(Scorer):
         for j, (name, p) in enumerate(zip(obj.member_names, params["member_params"], strict=True)):
             prefix = f"m{j}."
             sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-            obj.members.append(scorer_class(name).from_state(p, sub))
+            obj.members.append(member_class(name).from_state(p, sub))
         return obj
 
 

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from kdroute.errors import InputError
+from kdroute.route.base import Scorer, sigmoid
 from kdroute.route.data import positive
 from kdroute.route.features import LEXICAL_NAMES, lexical_matrix
-from kdroute.route.scorers import Scorer, sigmoid
 
 
 def check_labels(labels: np.ndarray, n: int) -> np.ndarray:
@@ -41,11 +41,13 @@ def check_labels(labels: np.ndarray, n: int) -> np.ndarray:
     return y
 
 
-def fit_logistic(x, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+def fit_logistic(x, y: np.ndarray, c: float, weights: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, float]:
     """(F,) weights and bias of an L2 logistic regression (sklearn lbfgs) on targets in [0, 1].
 
     A soft target y counts as a positive example with weight y plus a negative one with weight
     1 - y (cross-entropy against y); 0/1 targets give the ordinary fit on the same rows.
+    `weights` (N,) scale each row's two parts (e.g. inverse inclusion probabilities).
     """
     from scipy.sparse import issparse, vstack
     from sklearn.linear_model import LogisticRegression
@@ -53,7 +55,8 @@ def fit_logistic(x, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
     pos, neg = np.flatnonzero(y > 0), np.flatnonzero(y < 1)
     rows = vstack([x[pos], x[neg]]).tocsr() if issparse(x) else np.vstack([x[pos], x[neg]])
     target = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
-    weight = np.r_[y[pos], 1.0 - y[neg]]
+    w = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+    weight = np.r_[y[pos] * w[pos], (1.0 - y[neg]) * w[neg]]
     model = LogisticRegression(C=c, max_iter=3000)
     model.fit(rows, target, sample_weight=weight)
     return model.coef_[0].astype(np.float64), float(model.intercept_[0])
@@ -92,9 +95,9 @@ class EmbeddingScorer(Scorer):
         self.w: np.ndarray | None = None
         self.b = 0.0
 
-    def fit(self, texts, labels, groups=None) -> EmbeddingScorer:
+    def fit(self, texts, labels, groups=None, weights=None) -> EmbeddingScorer:
         y = check_labels(labels, len(texts))
-        self.w, self.b = fit_logistic(embed(texts, self.max_length), y, self.c)
+        self.w, self.b = fit_logistic(embed(texts, self.max_length), y, self.c, weights)
         return self
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -149,14 +152,14 @@ class TfidfScorer(Scorer):
         lex = self.scaler(lexical_matrix(texts)) * self.lexical_weight
         return hstack([tfidf, csr_matrix(lex)]).tocsr()  # (N, n_features + len(LEXICAL_NAMES))
 
-    def fit(self, texts, labels, groups=None) -> TfidfScorer:
+    def fit(self, texts, labels, groups=None, weights=None) -> TfidfScorer:
         y = check_labels(labels, len(texts))
         df = np.bincount(self._counts(texts).tocsr().indices, minlength=self.n_features)  # (F,)
         n = len(texts)
         # sklearn's smooth idf; n-grams seen in fewer than min_df prompts are dropped (idf 0)
         self.idf = np.where(df >= self.min_df, np.log((1 + n) / (1 + df)) + 1.0, 0.0)
         self.scaler.fit(lexical_matrix(texts))
-        self.w, self.b = fit_logistic(self.features(texts), y, self.c)
+        self.w, self.b = fit_logistic(self.features(texts), y, self.c, weights)
         return self
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -220,11 +223,13 @@ class KnnScorer(Scorer):
         self.k, self.max_length = int(k), int(max_length)
         self.keys: np.ndarray | None = None  # (M, 384) float16 unit vectors
         self.values: np.ndarray | None = None  # (M,)
+        self.weights: np.ndarray | None = None  # (M,) or None: every neighbour counts 1
 
-    def fit(self, texts, labels, groups=None) -> KnnScorer:
+    def fit(self, texts, labels, groups=None, weights=None) -> KnnScorer:
         y = check_labels(labels, len(texts))
         self.keys = embed(texts, self.max_length).astype(np.float16)
         self.values = y.astype(np.float32)
+        self.weights = None if weights is None else np.asarray(weights, np.float32)
         return self
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -233,16 +238,21 @@ class KnnScorer(Scorer):
         k = min(self.k, sims.shape[1])
         top = np.argpartition(-sims, k - 1, axis=1)[:, :k]  # (N, k)
         w = np.maximum(np.take_along_axis(sims, top, 1), 1e-3)
+        if self.weights is not None:  # each neighbour counts its weight
+            w = w * self.weights[top]
         return (w * self.values[top]).sum(1) / w.sum(1)
 
     def state(self):
-        return {"k": self.k, "max_length": self.max_length}, {"keys": self.keys,
-                                                              "values": self.values}
+        arrays = {"keys": self.keys, "values": self.values}
+        if self.weights is not None:
+            arrays["weights"] = self.weights
+        return {"k": self.k, "max_length": self.max_length}, arrays
 
     @classmethod
     def from_state(cls, params, arrays):
         obj = cls(**params)
         obj.keys, obj.values = arrays["keys"], arrays["values"]
+        obj.weights = arrays.get("weights")
         return obj
 
 
@@ -259,20 +269,22 @@ class TaskPriorScorer(Scorer):
         self.b: np.ndarray | None = None  # (G,)
         self.prior: np.ndarray | None = None  # (G,)
 
-    def fit(self, texts, labels, groups=None) -> TaskPriorScorer:
+    def fit(self, texts, labels, groups=None, weights=None) -> TaskPriorScorer:
         from sklearn.linear_model import LogisticRegression
 
         y = check_labels(labels, len(texts))
+        wt = np.ones(len(y)) if weights is None else np.asarray(weights, np.float64)
         names, g = np.unique(np.asarray(groups if groups is not None else [""] * len(y)),
                              return_inverse=True)
         rate = y.mean()
-        counts = np.bincount(g, minlength=len(names))
-        self.prior = (np.bincount(g, weights=y, minlength=len(names)) + self.smoothing * rate) / (
-            counts + self.smoothing)
+        counts = np.bincount(g, weights=wt, minlength=len(names))
+        self.prior = (np.bincount(g, weights=y * wt, minlength=len(names))
+                      + self.smoothing * rate) / (counts + self.smoothing)
         if len(names) == 1:  # one task: the prior is a constant
             self.w, self.b = np.zeros((0, 1)), np.zeros(1)
             return self
-        model = LogisticRegression(C=self.c, max_iter=3000).fit(embed(texts, self.max_length), g)
+        model = LogisticRegression(C=self.c, max_iter=3000).fit(embed(texts, self.max_length), g,
+                                                                sample_weight=wt)
         coef, icpt = model.coef_, model.intercept_
         if len(names) == 2:  # sklearn's binary form: one row for class 1
             coef, icpt = np.vstack([-coef / 2, coef / 2]), np.array([-icpt[0] / 2, icpt[0] / 2])
@@ -294,4 +306,39 @@ class TaskPriorScorer(Scorer):
     def from_state(cls, params, arrays):
         obj = cls(**params)
         obj.w, obj.b, obj.prior = arrays["w"], arrays["b"], arrays["prior"]
+        return obj
+
+
+class DifficultyScorer(Scorer):
+    """Features of difficulty, not of topic: the lexical features (length, numbers, operators,
+    reasoning words, answer choices ...) standardised -> logistic regression. Generalises to
+    subjects it never saw, where n-gram and embedding heads only know each subject's label rate."""
+
+    name = "difficulty"
+    needs_training = True
+
+    def __init__(self, c: float = 0.1):
+        self.c = float(c)
+        self.scaler = _Standardizer()
+        self.w: np.ndarray | None = None
+        self.b = 0.0
+
+    def fit(self, texts, labels, groups=None, weights=None) -> DifficultyScorer:
+        y = check_labels(labels, len(texts))
+        x = lexical_matrix(texts)
+        self.w, self.b = fit_logistic(self.scaler.fit(x)(x), y, self.c, weights)
+        return self
+
+    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return sigmoid(self.scaler(lexical_matrix(texts)) @ self.w + self.b)
+
+    def state(self):
+        return {"c": self.c, "b": self.b}, {"w": self.w, "mean": self.scaler.mean,
+                                            "std": self.scaler.std}
+
+    @classmethod
+    def from_state(cls, params, arrays):
+        obj = cls(params["c"])
+        obj.w, obj.b = arrays["w"], float(params["b"])
+        obj.scaler = _Standardizer(arrays["mean"], arrays["std"])
         return obj

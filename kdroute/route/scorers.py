@@ -1,44 +1,20 @@
-"""Scorers: text -> p(teacher needed) in [0, 1]. A plain dict registry, learned ones built lazily.
+"""The scorers that need no training: hand-set lexical weights, length, and a random baseline.
 
-Every scorer has `score_texts(texts) -> (N,) array`, and `state() -> (params, arrays)` /
-`from_state(params, arrays)` so an artifact stores it as JSON plus numpy arrays (no pickle). Learned
-scorers also have `fit(texts, labels)`. Heavy libraries (sklearn, sentence-transformers) are
-imported by the learned scorers' modules only, never here.
+The base class is in `base.py`, the learned scorers in `learned.py` / `ensemble.py`, and the name
+-> class dict in `registry.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections.abc import Sequence
 
 import numpy as np
 
-from kdroute.errors import ConfigError
+from kdroute.route.base import Scorer, sigmoid
 from kdroute.route.features import LEXICAL_NAMES, lexical_matrix
 
-
-class Scorer:
-    """Base: a scorer that needs no training and has no state."""
-
-    name = "base"
-    needs_training = False
-
-    def score_texts(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def fit(self, texts: Sequence[str], labels: np.ndarray,
-            groups: Sequence[str] | None = None) -> Scorer:
-        """Learn from N texts, their labels in [0, 1] (0/1 or soft, see `make_labels`) and
-        (optionally) the task each came from."""
-        return self
-
-    def state(self) -> tuple[dict, dict[str, np.ndarray]]:
-        return {}, {}
-
-    @classmethod
-    def from_state(cls, params: dict, arrays: dict[str, np.ndarray]) -> Scorer:
-        return cls(**params)
+__all__ = ["Scorer", "sigmoid", "HeuristicScorer", "LengthScorer", "RandomScorer"]
 
 
 # Hand-set weights over LEXICAL_NAMES (no training): longer prompts, more numbers and arithmetic,
@@ -50,10 +26,6 @@ _HEURISTIC_WEIGHTS = {
     "questions": 0.10, "sentences": 0.20, "choices": 0.0, "long_choice": 0.05, "turns": 0.30,
 }
 _HEURISTIC_BIAS = -3.6
-
-
-def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
 
 
 class HeuristicScorer(Scorer):
@@ -106,33 +78,3 @@ class RandomScorer(Scorer):
 
     def state(self) -> tuple[dict, dict[str, np.ndarray]]:
         return {"seed": self.seed}, {}
-
-
-# name -> "module:Class"; learned scorers live in modules that import sklearn/torch themselves.
-REGISTRY: dict[str, str] = {
-    "heuristic": "kdroute.route.scorers:HeuristicScorer",
-    "length": "kdroute.route.scorers:LengthScorer",
-    "random": "kdroute.route.scorers:RandomScorer",
-    "embedding": "kdroute.route.learned:EmbeddingScorer",
-    "tfidf": "kdroute.route.learned:TfidfScorer",
-    "tfidf_words": "kdroute.route.learned:TfidfWordsScorer",
-    "knn": "kdroute.route.learned:KnnScorer",
-    "task_prior": "kdroute.route.learned:TaskPriorScorer",
-    "ensemble": "kdroute.route.ensemble:EnsembleScorer",
-    "ensemble_words": "kdroute.route.ensemble:EnsembleWordsScorer",
-}
-# Scores that need the true labels: computed by `kdroute route eval`, never used to route.
-EVAL_ONLY = ("random", "oracle")
-
-
-def scorer_class(name: str) -> type[Scorer]:
-    target = REGISTRY.get(name)
-    if target is None:
-        raise ConfigError(f"router.scorer: unknown scorer {name!r}; known: {', '.join(REGISTRY)}")
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
-
-
-def build_scorer(name: str, **params) -> Scorer:
-    """A fresh (untrained) scorer by registry name."""
-    return scorer_class(name)(**params)

@@ -16,8 +16,10 @@ import numpy as np
 from kdroute.errors import ConfigError, InputError
 from kdroute.route import metrics
 from kdroute.route.artifact import Artifact
+from kdroute.route.base import Scorer
 from kdroute.route.data import RoutingData, make_labels, positive
-from kdroute.route.scorers import EVAL_ONLY, Scorer, build_scorer
+from kdroute.route.folds import folds_of, group_folds_of  # noqa: F401 (re-exported)
+from kdroute.route.registry import EVAL_ONLY, build_scorer
 
 if TYPE_CHECKING:
     from kdroute.config import Settings
@@ -28,8 +30,16 @@ CHARS_PER_TOKEN = 4  # the usual rough estimate for English text
 
 # --- data from the ledger ---------------------------------------------------------------------
 
-def ledger_data(store: Store, runs: Sequence[str] = (), tasks: Sequence[str] = ()) -> RoutingData:
-    """Teacher/student bench samples paired on (run, task, doc_id); newest run wins per prompt."""
+LEDGER_GROUPS = ("task", "family", "difficulty")  # bench_samples columns `--group-by` may name
+
+
+def ledger_data(store: Store, runs: Sequence[str] = (), tasks: Sequence[str] = (),
+                group_by: str | None = None) -> RoutingData:
+    """Teacher/student bench samples paired on (run, task, doc_id); newest run wins per prompt.
+    Groups are the task, or the `group_by` column of the student's sample."""
+    if group_by not in (None, *LEDGER_GROUPS):
+        raise InputError(f"--group-by {group_by!r}: the ledger's bench samples are grouped by "
+                         f"one of {', '.join(LEDGER_GROUPS)}")
     frame = store.table_frame("bench_samples")
     if frame.empty:
         raise InputError("the ledger has no bench samples: run `kdroute bench` or "
@@ -51,15 +61,14 @@ def ledger_data(store: Store, runs: Sequence[str] = (), tasks: Sequence[str] = (
     return RoutingData(pairs["prompt_s"].fillna("").astype(str).tolist(),
                        pairs["score_s"].astype(float).clip(0, 1).to_numpy(),
                        pairs["score_t"].astype(float).clip(0, 1).to_numpy(),
-                       pairs["task"].astype(str).tolist(),
+                       (pairs[f"{group_by}_s"] if group_by not in (None, "task")
+                        else pairs["task"]).astype(str).tolist(),
                        str(pairs["model_fingerprint_t"].mode().iat[0]),
                        str(pairs["model_fingerprint_s"].mode().iat[0]), responses)
 
 
 def import_to_ledger(store: Store, data: RoutingData, source: Sequence[str]) -> str:
     """Write recorded results into the ledger as bench samples of one `route-import` run."""
-    run_id = store.start_run("route-import", {"files": [str(s) for s in source],
-                                              "teacher": data.teacher, "student": data.student})
     doc_ids: dict[str, int] = {}
     samples = []
     for i, (prompt, group) in enumerate(zip(data.prompts, data.groups, strict=True)):
@@ -69,15 +78,58 @@ def import_to_ledger(store: Store, data: RoutingData, source: Sequence[str]) -> 
             samples.append({"model_fingerprint": model, "role": role, "task": group,
                             "doc_id": doc_id, "prompt": prompt, "score": float(q),
                             "response": data.responses.get(role, [None] * len(data))[i]})
+    models = [{"fingerprint": m, "reference": m, "kind": "recorded"}
+              for m in dict.fromkeys((data.teacher, data.student))]
+    return store.import_recorded({"files": [str(s) for s in source], "teacher": data.teacher,
+                                  "student": data.student}, models, samples)
+
+
+def shadow_data(store: Store, student_model: str | None = None) -> RoutingData | None:
+    """The monitor's shadow pairs as routing data, or None if the ledger has none with a prompt.
+
+    A shadow pair is a student-served request the teacher answered again: where the teacher
+    disagreed the student's answer is taken as wrong and the teacher's as right ("teacher
+    needed"); where they agreed, as equally good. So q_teacher = 1 and q_student = the verdict,
+    and every label rule reads them alike (expected_gain: 1 or 0.5; binary rules: 1 or 0).
+    Each pair weighs 1 / its inclusion probability (scaled to mean 1, so the pairs count as many
+    prompts as they are): the oversampled requests near the threshold do not dominate. Only the
+    pairs of one student count: `student_model`, else the newest pair's.
+    """
+    rows = store.shadow_pairs(student_model)
+    if student_model is None and rows:
+        newest = rows[-1]["student_model"]
+        rows = [r for r in rows if r["student_model"] == newest]
+    if not rows:
+        return None
+    weights = 1.0 / np.clip(np.array([float(r["inclusion_prob"]) for r in rows]), 1e-6, 1.0)
+    return RoutingData(
+        [str(r["prompt"]) for r in rows], np.array([float(r["verdict"]) for r in rows]),
+        np.ones(len(rows)), [str(r["slice"] or "shadow") for r in rows],
+        str(rows[-1]["teacher_model"] or "teacher"), str(rows[-1]["student_model"] or "student"),
+        {"teacher": [str(r["teacher_response"] or "") for r in rows],
+         "student": [str(r["student_response"] or "") for r in rows]},
+        weights / weights.mean())
+
+
+def learning_data(store: Store, runs: Sequence[str] = (), tasks: Sequence[str] = (),
+                  student_model: str | None = None) -> tuple[RoutingData, dict[str, Any]]:
+    """Bench samples plus shadow pairs (`route train --from-ledger`), and what was used."""
     try:
-        store.save_bench(run_id, [], samples)
-        for model in (data.teacher, data.student):
-            store.upsert_model(model, model, "recorded")
-    except Exception as exc:
-        store.fail_run(run_id, str(exc))
-        raise
-    store.finish_run(run_id)
-    return run_id
+        bench = ledger_data(store, runs, tasks)
+    except InputError:
+        bench = None
+    shadow = shadow_data(store, student_model)
+    if bench is None and shadow is None:
+        raise InputError("the ledger has no bench samples and no shadow pairs with a prompt: run "
+                         "`kdroute bench`, or serve with monitor.store_pairs = true and let the "
+                         "monitor shadow some traffic")
+    parts = [p for p in (shadow, bench) if p is not None]  # the shadow pairs name the student
+    data = RoutingData.concat(parts)
+    sources = {"bench": 0 if bench is None else len(bench),
+               "shadow": 0 if shadow is None else len(shadow),
+               "shadow_teacher_needed": 0 if shadow is None else int((shadow.q_student < 0.5).sum()),
+               "student": data.student, "teacher": data.teacher}
+    return data, sources
 
 
 # --- costs ------------------------------------------------------------------------------------
@@ -165,23 +217,18 @@ def calibrate(scores: Sequence[float], q_student: Sequence[float], q_teacher: Se
 
 # --- cross-validation and training ------------------------------------------------------------
 
-def folds_of(n: int, k: int, seed: int) -> np.ndarray:
-    """(N,) fold index of each item: a seeded permutation dealt round-robin."""
-    return np.random.default_rng(seed).permutation(n) % k
-
-
 def cross_val_scores(make: Callable[[], Scorer], data: RoutingData, labels: np.ndarray,
-                     folds: int = 5, seed: int = 0, progress: Callable[[int], None] | None = None
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Out-of-fold scores (N,) and the fold of each item (N,)."""
+                     folds: int = 5, seed: int = 0, progress: Callable[[int], None] | None = None,
+                     fold: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold scores (N,) and the fold of each item (N,) (`fold` given: those folds)."""
     if folds < 2 or len(data) < folds:
         raise InputError(f"cross-validation needs at least {max(folds, 2)} prompts and 2 folds")
-    fold = folds_of(len(data), folds, seed)
+    fold = folds_of(len(data), folds, seed) if fold is None else np.asarray(fold)
     out = np.zeros(len(data))
-    for f in range(folds):
+    for f in np.unique(fold):
         tr, te = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
         sub = data.subset(tr)
-        scorer = make().fit(sub.prompts, labels[tr], sub.groups)
+        scorer = make().fit(sub.prompts, labels[tr], sub.groups, sub.weights)
         out[te] = scorer.score_texts([data.prompts[i] for i in te])
         if progress:
             progress(f + 1)
@@ -209,7 +256,8 @@ def fold_metrics(scores: np.ndarray, fold: np.ndarray, data: RoutingData,
 
 def train_router(data: RoutingData, scorer: str, settings: Settings, folds: int = 5,
                  holdout: float = 0.2, seed: int = 0, output_tokens: int = 256,
-                 progress: Callable[[str], None] | None = None) -> Artifact:
+                 progress: Callable[[str], None] | None = None,
+                 sources: dict[str, Any] | None = None) -> Artifact:
     """Cross-validate, fit and calibrate `scorer` on `data`; the artifact carries its metrics."""
     if scorer in EVAL_ONLY:
         raise InputError(f"{scorer!r} is an evaluation baseline, not a router; pick a real scorer")
@@ -231,7 +279,7 @@ def train_router(data: RoutingData, scorer: str, settings: Settings, folds: int 
                                      folds, seed)
         cv_metrics = fold_metrics(oof, fold, train)
     say(f"fitting {scorer} on {len(train)} prompts")
-    model = build_scorer(scorer).fit(train.prompts, labels[fit_idx], train.groups)
+    model = build_scorer(scorer).fit(train.prompts, labels[fit_idx], train.groups, train.weights)
     say(f"calibrating on {len(cal)} held-out prompts")
     cal_scores = model.score_texts(cal.prompts)
     costs = calibration_costs(cal, settings, output_tokens)
@@ -245,4 +293,4 @@ def train_router(data: RoutingData, scorer: str, settings: Settings, folds: int 
                     teacher=data.teacher, student=data.student, label_rule=cfg.label_rule,
                     metrics={"cv": cv_metrics, "holdout": held, "n_train": len(train),
                              "n_holdout": len(cal), "label_rate": float(positive(labels).mean()),
-                             "folds": folds, "seed": seed})
+                             "folds": folds, "seed": seed, "sources": sources or {}})

@@ -143,6 +143,19 @@ class Store:
             self.db["runs"].update(run_id, fields)
             self.finish_run(run_id)
 
+    def import_recorded(self, config: Mapping[str, Any], models: Iterable[Mapping[str, Any]],
+                        samples: Iterable[Mapping[str, Any]]) -> str:
+        """Recorded teacher/student results (`kdroute route import`) as one finished
+        `route-import` run, in one transaction: the run, its models and its sample rows land
+        together or not at all. Returns the run id."""
+        with self.db.atomic():
+            run_id = self.start_run("route-import", config)
+            for model in models:
+                self.upsert_model(**model)
+            self.save_bench(run_id, [], samples)
+            self.finish_run(run_id)
+        return run_id
+
     def cached_bench(self, cache_key: str) -> tuple[list[dict], list[dict]] | None:
         """Results and samples of the newest finished run with this cache key, if any."""
         row = self.db.execute(
@@ -272,6 +285,23 @@ class Store:
             "COALESCE(SUM(COALESCE(teacher_cost_usd, 0) + COALESCE(student_cost_usd, 0) "
             f"+ COALESCE(judge_cost_usd, 0)), 0) AS cost_usd FROM shadow_evals {where} "
             "GROUP BY kind, status, method ORDER BY kind, status, method", params)
+        return _dicts(cursor)
+
+    def shadow_pairs(self, student_model: str | None = None) -> list[dict]:
+        """Scored shadow evaluations with their prompt, oldest first: student-served requests the
+        teacher answered again in the background (the learning loop's labelled traffic). The
+        prompt is the pair's own text, else the request log's; rows with neither are skipped.
+        `inclusion_prob` is the chance the request was sampled (1/it weighs it back)."""
+        model = "" if student_model is None else "AND s.student_model = ? "
+        cursor = self.db.execute(
+            "SELECT s.id, s.ts, s.request_id, COALESCE(s.prompt_text, r.prompt_text) AS prompt, "
+            "s.verdict, COALESCE(s.inclusion_prob, 1.0) AS inclusion_prob, s.teacher_model, "
+            "s.student_model, s.teacher_response, COALESCE(s.student_response, r.response_text) "
+            "AS student_response, s.router_version, s.slice FROM shadow_evals s "
+            "LEFT JOIN requests r ON r.id = s.request_id WHERE COALESCE(s.kind, 'shadow') = "
+            "'shadow' AND s.status = 'ok' AND s.verdict IS NOT NULL AND "
+            f"COALESCE(s.prompt_text, r.prompt_text) IS NOT NULL {model}ORDER BY s.id",
+            [] if student_model is None else [student_model])
         return _dicts(cursor)
 
     def family_prompts(self, limit: int = 20000) -> list[tuple[str, str]]:

@@ -1,0 +1,44 @@
+"""Every scorer by name: a plain dict of classes (RouteLLM's `ROUTER_CLS`).
+
+Config validation (`router.scorer`), artifacts and the CLI look names up here. Importing it imports
+the scorer modules, which import numpy only: sklearn and torch load when a learned scorer is fitted
+or scores its first prompt.
+"""
+
+from __future__ import annotations
+
+from kdroute.errors import ConfigError
+from kdroute.route.base import Scorer
+from kdroute.route.ensemble import EnsembleScorer, EnsembleWordsScorer
+from kdroute.route.learned import (
+    DifficultyScorer,
+    EmbeddingScorer,
+    KnnScorer,
+    TaskPriorScorer,
+    TfidfScorer,
+    TfidfWordsScorer,
+)
+from kdroute.route.scorers import HeuristicScorer, LengthScorer, RandomScorer
+from kdroute.route.stacked import StackedScorer
+
+SCORER_CLS: dict[str, type[Scorer]] = {
+    cls.name: cls for cls in (
+        HeuristicScorer, LengthScorer, RandomScorer, EmbeddingScorer, TfidfScorer,
+        TfidfWordsScorer, KnnScorer, TaskPriorScorer, EnsembleScorer, EnsembleWordsScorer,
+        DifficultyScorer, StackedScorer)
+}
+# Scores that need the true labels: computed by `kdroute route eval`, never used to route.
+EVAL_ONLY = ("random", "oracle")
+
+
+def scorer_class(name: str) -> type[Scorer]:
+    cls = SCORER_CLS.get(name)
+    if cls is None:
+        raise ConfigError(f"router.scorer: unknown scorer {name!r}; known: "
+                          f"{', '.join(SCORER_CLS)}")
+    return cls
+
+
+def build_scorer(name: str, **params) -> Scorer:
+    """A fresh (untrained) scorer by registry name."""
+    return scorer_class(name)(**params)
