@@ -263,8 +263,9 @@ class Demo:
                     self._drain(since)
         until = now()
         with Store(self.ledger) as store:
-            return outcome(store, prompts, replies, baselines, since, until, phases=phases,
-                           confidence=self.settings.monitor.confidence)
+            result = outcome(store, prompts, replies, baselines, since, until, phases=phases,
+                             confidence=self.settings.monitor.confidence)
+        return dict(result, since=since, until=until)
 
     def _baselines(self, prompts: list[Prompt], router: Path, fps: dict[str, str]) -> dict:
         """The same prompts forced to each model, on a gateway of their own (ledger
