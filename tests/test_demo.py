@@ -28,6 +28,9 @@ def _config(tmp, student, tasks=None):
     (tmp / "config.toml").write_text(
         f'[teacher]\nmodel = "hf:{teacher}"\ninput_price_per_1m = 5.0\noutput_price_per_1m = 15.0\n'
         f'[student]\nmodel = "hf:{student}"\ninput_price_per_1m = 0.1\noutput_price_per_1m = 0.3\n'
+        # the student is a copy of the teacher, so "teacher right, student wrong" never happens:
+        # label the prompts the student gets wrong, which still ranks hard above easy
+        '[router]\nlabel_rule = "student_wrong"\n'
         f'[store]\npath = "ledger.db"\n[bench]\nspeed_prompts = 2\nspeed_new_tokens = 4\n{bench}')
     return tmp / "config.toml"
 
@@ -43,7 +46,7 @@ def drift_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
     shutil.copytree(REPO / "models" / "demo-teacher", tmp / "student")
     _config(tmp, tmp / "student")
-    proc = _demo(tmp, "--drift", "--requests", str(REQUESTS), "--bench-limit", "3")
+    proc = _demo(tmp, "--drift", "--requests", str(REQUESTS), "--bench-limit", "10")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     outcome = json.loads((tmp / "runs" / "demo" / "outcome.json").read_text())
     return tmp, proc.stdout, outcome
@@ -146,7 +149,7 @@ def test_drift_opens_the_alert_and_the_breaker_takes_the_students_traffic(drift_
 
 def test_a_rerun_reuses_the_bench_run_the_router_and_the_baselines(drift_run):
     tmp, _, first = drift_run
-    proc = _demo(tmp, "--requests", "20", "--bench-limit", "3", "--shadow-rate", "1")
+    proc = _demo(tmp, "--requests", "20", "--bench-limit", "10", "--shadow-rate", "1")
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert f"reusing bench run {first['bench_run']}" in proc.stdout
     assert "reusing" in proc.stdout and "trained on bench run" in proc.stdout

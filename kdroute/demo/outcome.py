@@ -40,7 +40,8 @@ def outcome(store, prompts: list[Prompt], replies: list[Reply], baselines: dict[
     order = sorted(replies, key=lambda r: (rows[r.request_id]["ts"], r.index))
     alerts = [dict(a, opened_at_request=_request_at(order, rows, a["opened_at"]),
                    resolved_at_request=_request_at(order, rows, a["resolved_at"]))
-              for a in store.alerts(limit=1000) if a["opened_at"] >= since]
+              for a in sorted(store.alerts(limit=1000), key=lambda a: a["id"])
+              if a["opened_at"] >= since]
     return {
         "requests": n,
         "logged": all(rows[r.request_id]["status"] == 200 for r in replies),

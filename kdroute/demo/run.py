@@ -277,14 +277,17 @@ class Demo:
             env = dict(self.env, KDROUTE_STORE_PATH=str(self.work / "baselines.db"),
                        KDROUTE_ROUTER_ARTIFACT=str(router), KDROUTE_GATEWAY_STORE_TEXT="true",
                        KDROUTE_MONITOR_SHADOW_RATE="0")
-            with self.progress() as bar, DemoGateway(self.cli, self.root, env,
-                                                     self.work / "logs" / "baselines.log") as gw:
-                for role, missing in todo.items():
-                    task = bar.add_task(f"kdroute/{role} (baseline)", total=len(missing))
-                    cache.add(role, missing, replay(
-                        gw.base_url, gw.api_key, missing, f"kdroute/{role}",
-                        concurrency=self.opts.concurrency,
-                        on_reply=lambda _r, t=task: bar.advance(t)))
+            with self.progress() as bar:
+                start = bar.add_task("baselines: starting their gateway", total=None)
+                gw = DemoGateway(self.cli, self.root, env, self.work / "logs" / "baselines.log")
+                with gw:
+                    bar.remove_task(start)
+                    for role, missing in todo.items():
+                        task = bar.add_task(f"kdroute/{role} (baseline)", total=len(missing))
+                        cache.add(role, missing, replay(
+                            gw.base_url, gw.api_key, missing, f"kdroute/{role}",
+                            concurrency=self.opts.concurrency,
+                            on_reply=lambda _r, t=task: bar.advance(t)))
             cache.save()
         else:
             self.console.print("baselines: reusing the always-teacher and always-student "
