@@ -96,7 +96,8 @@ def phases_table(o: dict) -> Table:
 def outcome_group(o: dict, drift: bool) -> Group:
     parts = [answered_table(o), quality_table(o), levels_table(o), savings_lines(o),
              Text(f"agreement of shadowed student answers with the teacher: "
-                  f"{agreement_line(o['agreement'])}"), alerts_table(o)]
+                  f"{agreement_line(o['agreement'])}; alert floor {o['agreement_floor']:g}"),
+             alerts_table(o)]
     if drift:
         parts.append(phases_table(o))
     return Group(*parts)

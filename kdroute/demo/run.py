@@ -245,7 +245,9 @@ class Demo:
                 store.resolve_open_alert(alert["kind"], alert["slice"])
         since = now()
         replies = []
+        floor = self._floor(baselines)
         env = {"KDROUTE_ROUTER_ARTIFACT": str(router), "KDROUTE_GATEWAY_STORE_TEXT": "true",
+               "KDROUTE_MONITOR_AGREEMENT_FLOOR": str(floor),
                **monitor_env(self.opts.shadow_rate, drift=self.opts.drift, requests=n)}
         with self.progress() as bar:
             task = bar.add_task("kdroute/auto", total=n)
@@ -265,7 +267,23 @@ class Demo:
         with Store(self.ledger) as store:
             result = outcome(store, prompts, replies, baselines, since, until, phases=phases,
                              confidence=self.settings.monitor.confidence)
-        return dict(result, since=since, until=until)
+        return dict(result, since=since, until=until, agreement_floor=floor)
+
+    def _floor(self, baselines: dict) -> float:
+        """The agreement floor of the demo's gateway: the configured one, lowered when this pair
+        is less alike than that even when healthy. A student's answers equal the teacher's on
+        `same` of the baselines' prompts (all of them, hard ones included); the student-routed
+        ones are easier and the monitor's tiers count equal answers as agreeing, so a healthy
+        student stays above `same` - 0.05, and a degraded one falls below it."""
+        configured = self.settings.monitor.agreement_floor
+        pairs = list(zip(baselines["teacher"], baselines["student"], strict=True))
+        same = sum(t.text.strip() == s.text.strip() for t, s in pairs) / len(pairs)
+        floor = min(configured, max(0.05, round(same - 0.05, 2)))
+        note = "configured" if floor == configured else \
+            f"lowered from the configured {configured:g}"
+        self.console.print(f"the healthy pair's answers are equal on {same:.1%} of the prompts; "
+                           f"agreement floor {floor:g} ({note})", markup=False, highlight=False)
+        return floor
 
     def _baselines(self, prompts: list[Prompt], router: Path, fps: dict[str, str]) -> dict:
         """The same prompts forced to each model, on a gateway of their own (ledger
