@@ -66,6 +66,7 @@ def _rows(db, sql, params=()):
         conn.close()
 
 
+@pytest.mark.timeout(1200)
 def test_the_printed_figures_are_the_ledgers(drift_run):
     tmp, out, o = drift_run
     gold = _gold()

@@ -87,7 +87,8 @@ def _present(value) -> bool:
 
 def _rate(rows: list[dict], confidence: float) -> dict:
     rate = weighted_rate([float(r["verdict"]) for r in rows],
-                         [float(r["inclusion_prob"] or 1.0) for r in rows], confidence)
+                         [float(r["inclusion_prob"]) if _present(r["inclusion_prob"]) else 1.0
+                          for r in rows], confidence)
     return {"value": rate.value, "lower": rate.lower, "upper": rate.upper, "n": rate.n,
             "n_eff": rate.n_eff, "confidence": confidence}
 
