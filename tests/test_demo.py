@@ -168,3 +168,75 @@ def test_a_failing_stage_stops_the_demo_with_its_one_line_error(tmp_path):
     assert len(lines) == 1 and "stage 2/5 (`kdroute bench`) failed" in lines[0], proc.stderr
     assert "kdroute_no_such_task" in lines[0]
     assert "serve the gateway" not in proc.stdout  # nothing after the failed stage ran
+
+
+# --- the pieces, without subprocesses ------------------------------------------------------------
+
+def test_outcome_counts_only_this_replays_rows_and_weights_agreement_by_inclusion(tmp_path):
+    from kdroute.demo.outcome import Phase, outcome
+    from kdroute.demo.traffic import Prompt, Reply
+    from kdroute.store import Store
+
+    prompts = [Prompt(i, f"p{i}", "a", "arith" if i < 2 else "sort", 1 + i % 2) for i in range(4)]
+    replies = [Reply(i, f"r{i}", "m", "router", "a" if i != 1 else "b", i != 1) for i in range(4)]
+    roles = ["teacher", "student", "student", "teacher"]
+    with Store(tmp_path / "l.db") as store:
+        store.insert_requests(
+            [{"id": "old", "ts": "2026-01-01T00:00:00", "served_role": "student", "status": 200,
+              "cost_usd": 1.0, "teacher_cost_usd": 9.0}]  # an earlier replay: not counted
+            + [{"id": f"r{i}", "ts": f"2026-01-02T00:00:0{i}", "served_role": roles[i],
+                "route_reason": "router", "status": 200, "cost_usd": 1.0 if roles[i] ==
+                "teacher" else 0.1, "teacher_cost_usd": 1.0} for i in range(4)])
+        store.insert_shadows([
+            {"request_id": "r1", "kind": "shadow", "status": "ok", "verdict": 0,
+             "inclusion_prob": 0.25, "teacher_cost_usd": 0.05, "ts": "2026-01-02T00:00:05"},
+            {"request_id": "r2", "kind": "shadow", "status": "ok", "verdict": 1,
+             "inclusion_prob": 1.0, "teacher_cost_usd": 0.05, "ts": "2026-01-02T00:00:06"},
+            {"request_id": "r2", "kind": "shadow", "status": "failed", "verdict": None,
+             "inclusion_prob": 1.0, "ts": "2026-01-02T00:00:06"}])
+        store.open_alert({"kind": "quality", "slice": "all", "opened_at": "2026-01-02T00:00:02",
+                          "message": "m"})
+        baselines = {"teacher": replies, "student": [Reply(i, "", "", "", "x", False)
+                                                     for i in range(4)]}
+        o = outcome(store, prompts, replies, baselines, "2026-01-02", "2026-01-03",
+                    phases=[Phase(0, "student", "hf:s"), Phase(2, "worse", "hf:w")])
+    assert o["requests"] == 4 and o["teacher_share"] == 0.5
+    assert o["accuracy"] == {"routed": 0.75, "always_teacher": 0.75, "always_student": 0.0}
+    assert o["teacher_share_by_level"]["arith"] == {1: {"requests": 1, "teacher_share": 1.0},
+                                                    2: {"requests": 1, "teacher_share": 0.0}}
+    assert o["savings"]["gross_usd"] == pytest.approx(4.0 - 2.2)
+    assert o["savings"]["net_usd"] == pytest.approx(4.0 - 2.2 - 0.1)
+    # weights 1/π: the disagreement sampled at 0.25 stands for 4 requests, the agreement for 1
+    assert o["agreement"]["n"] == 2 and o["agreement"]["value"] == pytest.approx(1 / 5)
+    assert [(a["kind"], a["opened_at_request"]) for a in o["alerts"]] == [("quality", 2)]
+    assert [(p["requests"], p["student_served"]) for p in o["phases"]] == [(2, 1), (2, 1)]
+
+
+def test_held_out_prompts_mix_families_and_leave_out_multiple_choice():
+    from kdroute.demo.traffic import held_out_prompts
+
+    prompts = held_out_prompts(REPO, 500)
+    assert len({p.prompt for p in prompts}) == 500
+    assert "mc" not in {p.family for p in prompts}
+    assert len({p.family for p in prompts[:50]}) == 5  # any prefix is mixed
+    assert len({(p.family, p.difficulty) for p in prompts}) > 20
+    assert held_out_prompts(REPO, 30, seed=1) != held_out_prompts(REPO, 30, seed=0)
+    with pytest.raises(Exception, match="validation split has 500"):
+        held_out_prompts(REPO, 501)
+
+
+def test_the_degraded_student_is_deterministic_and_differs_from_the_student(tmp_path):
+    from safetensors.torch import load_file
+
+    from kdroute.demo.drift import degraded_copy
+    from kdroute.fingerprint import model_fingerprint
+    from kdroute.tinymodels import save_tiny_model
+
+    save_tiny_model(tmp_path / "student", n_layer=1, n_embd=32, n_head=2)
+    a = degraded_copy(tmp_path / "student", tmp_path / "a")
+    b = degraded_copy(tmp_path / "student", tmp_path / "b")
+    assert model_fingerprint(a) == model_fingerprint(b) != model_fingerprint(tmp_path / "student")
+    good, bad = (load_file(p / "model.safetensors") for p in (tmp_path / "student", a))
+    assert good.keys() == bad.keys()
+    changed = [k for k in good if not good[k].equal(bad[k])]
+    assert changed and all(good[k].dim() >= 2 for k in changed)  # matrices only
