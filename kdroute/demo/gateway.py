@@ -15,7 +15,9 @@ from pathlib import Path
 from kdroute.errors import BackendError
 
 KEY_VARIABLE = "KDROUTE_DEMO_CLIENT_KEYS"  # the demo gateway's gateway.api_keys_env
-READY_TIMEOUT_S = 600.0  # a loaded 2-core machine imports litellm slowly
+# How long `kdroute serve` may take to answer /ready: a loaded 2-core machine imports litellm
+# slowly. KDROUTE_DEMO_READY_TIMEOUT_S changes it (the variable is not a config key).
+READY_TIMEOUT_S = float(os.environ.get("KDROUTE_DEMO_READY_TIMEOUT_S") or 600)
 
 
 def monitor_env(shadow_rate: float, *, drift: bool, requests: int) -> dict[str, str]:
