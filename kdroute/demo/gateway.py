@@ -17,7 +17,7 @@ from kdroute.errors import BackendError
 KEY_VARIABLE = "KDROUTE_DEMO_CLIENT_KEYS"  # the demo gateway's gateway.api_keys_env
 # How long `kdroute serve` may take to answer /ready: a loaded 2-core machine imports litellm
 # slowly. KDROUTE_DEMO_READY_TIMEOUT_S changes it (the variable is not a config key).
-READY_TIMEOUT_S = float(os.environ.get("KDROUTE_DEMO_READY_TIMEOUT_S") or 600)
+READY_TIMEOUT_S = 600.0
 
 
 def monitor_env(shadow_rate: float, *, drift: bool, requests: int) -> dict[str, str]:
@@ -81,7 +81,8 @@ class DemoGateway:
                                          stderr=subprocess.STDOUT)
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {self.api_key}"}
-        deadline = time.monotonic() + READY_TIMEOUT_S
+        limit = float(os.environ.get("KDROUTE_DEMO_READY_TIMEOUT_S") or READY_TIMEOUT_S)
+        deadline = time.monotonic() + limit
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BackendError(f"kdroute serve exited {self.proc.returncode} at start-up: "
@@ -94,7 +95,7 @@ class DemoGateway:
                 pass
             time.sleep(0.3)
         self.__exit__()
-        raise BackendError(f"kdroute serve was not ready within {READY_TIMEOUT_S:.0f} s "
+        raise BackendError(f"kdroute serve was not ready within {limit:.0f} s "
                            f"(log: {self.log})")
 
     def __exit__(self, *exc) -> None:
