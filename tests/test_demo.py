@@ -216,7 +216,7 @@ def test_held_out_prompts_mix_families_and_leave_out_multiple_choice():
     from kdroute.demo.traffic import held_out_prompts
 
     prompts = held_out_prompts(REPO, 500)
-    assert len({p.prompt for p in prompts}) == 500
+    assert len(prompts) == 500 and [p.index for p in prompts] == list(range(500))
     assert "mc" not in {p.family for p in prompts}
     assert len({p.family for p in prompts[:50]}) == 5  # any prefix is mixed
     assert len({(p.family, p.difficulty) for p in prompts}) > 20
