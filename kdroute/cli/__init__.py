@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from kdroute.cli import bench, dashboard, db, distill, monitor, route, serve, stages
+from kdroute.cli import bench, dashboard, db, demo, distill, monitor, route, serve
 from kdroute.cli.common import State, err_console
 from kdroute.errors import KdrouteError
 
@@ -52,7 +52,7 @@ bench.register(app)
 app.add_typer(route.app, name="route")
 serve.register(app)
 app.add_typer(monitor.app, name="monitor")
-stages.register(app)
+demo.register(app)
 dashboard.register(app)
 app.add_typer(db.app, name="db")
 
