@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
         bench_limit: int = typer.Option(None, min=1, help="Items per bench task "
                                         "\\[default: the whole test split]."),
         concurrency: int = typer.Option(8, min=1, max=64, help="Requests in flight at once."),
-        shadow_rate: float = typer.Option(0.5, min=0.0, max=1.0, help="Share of the student's "
+        shadow_rate: float = typer.Option(0.25, min=0.0, max=1.0, help="Share of the student's "
                                           "answers the teacher answers again (monitor."
                                           "shadow_rate of the demo's gateway)."),
         drift: bool = typer.Option(False, "--drift", help="Halfway through, serve a degraded "

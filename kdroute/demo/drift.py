@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kdroute.fingerprint import model_fingerprint
 
-NOISE = 0.3  # noise standard deviation as a fraction of each tensor's standard deviation
+NOISE = 0.5  # noise standard deviation as a fraction of each tensor's standard deviation
 SEED = 0
 MARKER = "kdroute_degraded.json"
 WEIGHTS = "model.safetensors"

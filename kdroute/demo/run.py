@@ -49,7 +49,7 @@ class DemoOptions:
     requests: int = 500          # held-out prompts replayed (the validation split has 500)
     bench_limit: int | None = None  # items per bench task (None: the whole test split)
     concurrency: int = 8         # requests in flight at once
-    shadow_rate: float = 0.5     # share of student-served requests the teacher answers again
+    shadow_rate: float = 0.25    # share of student-served requests the teacher answers again
     drift: bool = False          # swap in a degraded student halfway, then restore it
     fresh: bool = False          # distill, bench and train the router again
     seed: int = 0                # order of the replayed prompts
