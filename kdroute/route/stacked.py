@@ -24,7 +24,11 @@ from kdroute.route.ensemble import member_class
 from kdroute.route.folds import folds_of, group_folds_of
 from kdroute.route.learned import check_labels, embed, fit_logistic
 
-DEFAULT_MEMBERS = ("difficulty", "length", "tfidf", "embedding", "knn")
+# Difficulty features and length generalise to new tasks; the embedding head and neighbours carry
+# topic, which the stacker trusts only as far as held-out groups showed it was worth. Character
+# n-grams (`tfidf`) are left out: fitted on GSM8K they rank MMLU below length (0.508 vs 0.552
+# APGR, benchmarks/results/route_generalise.json), and they cost most of a fit.
+DEFAULT_MEMBERS = ("difficulty", "length", "embedding", "knn")
 QUANTILES = 257
 
 
@@ -52,6 +56,7 @@ class StackedScorer(Scorer):
         self.members: list[Scorer] = []
         self.quantiles: np.ndarray | None = None  # (M, Q) out-of-group member scores
         self.sim_mean, self.sim_std = 0.0, 1.0
+        self.sim_lo, self.sim_hi = -np.inf, np.inf  # standardised similarity seen in training
         self.keys: np.ndarray | None = None  # (N, 384) float16 training embeddings
         self.w: np.ndarray | None = None
         self.b = 0.0
@@ -66,8 +71,27 @@ class StackedScorer(Scorer):
         grid = np.linspace(0.0, 1.0, QUANTILES)
         pct = np.stack([np.interp(member_scores[:, j], q, grid) - 0.5
                         for j, q in enumerate(self.quantiles)], 1)  # (N, M)
-        s = ((sim - self.sim_mean) / self.sim_std)[:, None]  # (N, 1)
+        # clipped to the range seen in training: far-off prompts get the gate's far end, never
+        # an extrapolated product that no held-out fold vouched for
+        s = np.clip((sim - self.sim_mean) / self.sim_std, self.sim_lo, self.sim_hi)[:, None]
         return np.hstack([pct, s, pct * s])
+
+    def _fit_stacker(self, x: np.ndarray, y: np.ndarray, weights) -> tuple[np.ndarray, float]:
+        """Logistic stacker whose member weights are >= 0 (Breiman's non-negative stacking):
+        every member predicts "teacher needed", so none may count against it; collinear members
+        otherwise trade signs and the fit follows noise on small data. A member whose weight
+        comes out negative is dropped (its main and gated columns) and the rest refitted."""
+        m = len(self.member_names)
+        keep = np.ones(m, dtype=bool)
+        while True:
+            cols = np.r_[np.flatnonzero(keep), m, m + 1 + np.flatnonzero(keep)]
+            w_sub, b = fit_logistic(x[:, cols], y, self.c, weights)
+            w = np.zeros(x.shape[1])
+            w[cols] = w_sub
+            negative = keep & (w[:m] < 0)
+            if not negative.any() or keep.sum() == 1:
+                return w, b
+            keep &= ~negative
 
     def fit(self, texts, labels, groups=None, weights=None) -> StackedScorer:
         y = check_labels(labels, len(texts))
@@ -88,7 +112,9 @@ class StackedScorer(Scorer):
         grid = np.linspace(0.0, 1.0, QUANTILES)
         self.quantiles = np.stack([np.quantile(oof[:, j], grid) for j in range(oof.shape[1])])
         self.sim_mean, self.sim_std = float(sim.mean()), float(sim.std() or 1.0)
-        self.w, self.b = fit_logistic(self._features(oof, sim), y, self.c, weights)
+        z = (sim - self.sim_mean) / self.sim_std
+        self.sim_lo, self.sim_hi = float(z.min()), float(z.max())
+        self.w, self.b = self._fit_stacker(self._features(oof, sim), y, weights)
         self.members = [member_class(n)().fit(texts, y, groups, weights)
                         for n in self.member_names]
         self.keys = vectors.astype(np.float16)
@@ -104,7 +130,8 @@ class StackedScorer(Scorer):
     def state(self):
         params = {"members": self.member_names, "inner_folds": self.inner_folds, "k": self.k,
                   "c": self.c, "max_length": self.max_length, "b": self.b,
-                  "sim_mean": self.sim_mean, "sim_std": self.sim_std, "member_params": []}
+                  "sim_mean": self.sim_mean, "sim_std": self.sim_std, "sim_lo": self.sim_lo,
+                  "sim_hi": self.sim_hi, "member_params": []}
         arrays = {"quantiles": self.quantiles, "keys": self.keys, "w": self.w}
         for j, member in enumerate(self.members):
             p, a = member.state()
@@ -117,6 +144,7 @@ class StackedScorer(Scorer):
         obj = cls(params["members"], params["inner_folds"], params["k"], params["c"],
                   params["max_length"])
         obj.b, obj.sim_mean, obj.sim_std = params["b"], params["sim_mean"], params["sim_std"]
+        obj.sim_lo, obj.sim_hi = params["sim_lo"], params["sim_hi"]
         obj.quantiles, obj.keys, obj.w = arrays["quantiles"], arrays["keys"], arrays["w"]
         for j, (name, p) in enumerate(zip(obj.member_names, params["member_params"],
                                           strict=True)):
