@@ -56,8 +56,9 @@ def main() -> None:
     st.title("kdroute")
     st.caption(f"Ledger `{path}` (read-only, re-read every {data.TTL_S} s) · times in UTC")
     if snap.empty:
-        st.info("No data yet: this ledger is empty. `kdroute demo` fills one end to end; "
-                "`kdroute serve` logs every request here.")
+        st.info("No data yet: this ledger is empty. `kdroute serve` logs every request "
+                "here; `kdroute demo` fills its own (`kdroute dashboard --db "
+                "runs/demo/kdroute.db`).")
     scope = filters.sidebar(snap)
     mon = settings.monitor
     parts, recent, newest = data.scoped(path, scope, mon.window)
