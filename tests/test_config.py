@@ -15,15 +15,32 @@ def write(tmp_path, text):
     return path
 
 
-def test_embedded_default_equals_builtin_defaults():
-    from_file = load_config(REPO / "config.toml", env={})
-    assert from_file.model_dump() == Settings().model_dump()
+def test_embedded_default_equals_builtin_defaults_but_the_demo_router():
+    """config.toml is the built-in defaults plus one thing only it can know: the learned router
+    of the embedded demo pair (a user's own config has no such file, so the built-in is unset)."""
+    from_file = load_config(REPO / "config.toml", env={}).model_dump()
+    builtin = Settings().model_dump()
+    assert builtin["router"]["artifact"] is None
+    assert from_file["router"].pop("artifact") == "routers/demo.json"
+    builtin["router"].pop("artifact")
+    assert from_file == builtin
+
+
+def test_the_embedded_router_is_fit_for_the_embedded_pair():
+    import json
+
+    from kdroute.fingerprint import model_fingerprint
+
+    artifact = json.loads((REPO / "routers" / "demo.json").read_text())
+    assert artifact["teacher"] == model_fingerprint(REPO / "models" / "demo-teacher")
+    assert artifact["student"] == model_fingerprint(REPO / "models" / "demo-student")
+    assert (REPO / "routers" / artifact["arrays"]).is_file()
 
 
 def test_every_builtin_key_is_in_config_toml():
     data = tomllib.loads((REPO / "config.toml").read_text())
     optional = {("teacher", "api_base"), ("teacher", "api_key_env"), ("student", "api_base"),
-                ("student", "api_key_env"), ("router", "artifact"), ("bench", "limit"),
+                ("student", "api_key_env"), ("bench", "limit"),
                 ("monitor", "judge")}
     text = (REPO / "config.toml").read_text()
     for section, model in Settings().model_dump().items():
