@@ -135,11 +135,15 @@ class RawServer:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
-        while True:
+        self.sock.settimeout(0.1)  # so that close() ends this loop
+        while self.sock.fileno() != -1:
             try:
                 conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            conn.settimeout(None)
             with conn:
                 data = b""
                 while b"\r\n\r\n" not in data:
@@ -268,23 +272,28 @@ def test_a_disconnect_cancels_the_back_end_call_on_either_protocol(fakes, tmp_pa
 
 @pytest.mark.parametrize("access_log", [False, True])
 def test_the_access_log_follows_the_switch(fakes, tmp_path, access_log):
+    """uvicorn logs access lines when its `uvicorn.access` logger has a handler: the switch
+    leaves it none when off (so nothing is formatted), and keeps uvicorn's when on."""
     from kdroute.gateway import create_app
 
     extra = {"access_log": True} if access_log else {}
     settings = make_settings(fakes[0].url, fakes[1].url, tmp_path / "l.db", **extra)
     assert uvicorn_options(settings)["access_log"] is access_log
     app = create_app(settings, router=KeywordRouter(), env={"KDROUTE_API_KEYS": KEYS[0]})
+    access = logging.getLogger("uvicorn.access")
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
     server = AppServer(app, log_level="info")  # uvicorn configures its loggers here
-    logging.getLogger("uvicorn.access").addHandler(handler)
+    assert access.hasHandlers() is access_log
+    if access_log:
+        access.addHandler(handler)
     try:
         with server:
             for _ in range(3):
                 assert httpx.post(server.url + "/v1/chat/completions", headers=AUTH, timeout=30,
                                   json=dict(CHAT, model="kdroute/auto")).status_code == 200
     finally:
-        logging.getLogger("uvicorn.access").removeHandler(handler)
+        access.removeHandler(handler)
     lines = [r.getMessage() for r in records if "/v1/chat/completions" in r.getMessage()]
     assert len(lines) == (3 if access_log else 0)
