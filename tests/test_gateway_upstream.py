@@ -230,7 +230,7 @@ def test_the_gateway_protocol_gives_each_request_a_disconnect_future(fakes, tmp_
 
     with AppServer(app) as server:
         for _ in range(2):
-            assert httpx.get(server.url + "/probe", headers=AUTH).status_code == 200
+            assert httpx.get(server.url + "/probe", headers=AUTH, timeout=30).status_code == 200
     assert len(seen) == 2 and all(isinstance(f, asyncio.Future) for f in seen)
     assert seen[0] is not seen[1] and not any(f.done() for f in seen)  # answered, not gone
 
