@@ -135,11 +135,15 @@ class RawServer:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
-        while True:
+        self.sock.settimeout(0.1)  # so that close() ends this loop
+        while self.sock.fileno() != -1:
             try:
                 conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            conn.settimeout(None)
             with conn:
                 data = b""
                 while b"\r\n\r\n" not in data:
@@ -226,7 +230,7 @@ def test_the_gateway_protocol_gives_each_request_a_disconnect_future(fakes, tmp_
 
     with AppServer(app) as server:
         for _ in range(2):
-            assert httpx.get(server.url + "/probe", headers=AUTH).status_code == 200
+            assert httpx.get(server.url + "/probe", headers=AUTH, timeout=30).status_code == 200
     assert len(seen) == 2 and all(isinstance(f, asyncio.Future) for f in seen)
     assert seen[0] is not seen[1] and not any(f.done() for f in seen)  # answered, not gone
 
@@ -268,23 +272,28 @@ def test_a_disconnect_cancels_the_back_end_call_on_either_protocol(fakes, tmp_pa
 
 @pytest.mark.parametrize("access_log", [False, True])
 def test_the_access_log_follows_the_switch(fakes, tmp_path, access_log):
+    """uvicorn logs access lines when its `uvicorn.access` logger has a handler: the switch
+    leaves it none when off (so nothing is formatted), and keeps uvicorn's when on."""
     from kdroute.gateway import create_app
 
     extra = {"access_log": True} if access_log else {}
     settings = make_settings(fakes[0].url, fakes[1].url, tmp_path / "l.db", **extra)
     assert uvicorn_options(settings)["access_log"] is access_log
     app = create_app(settings, router=KeywordRouter(), env={"KDROUTE_API_KEYS": KEYS[0]})
+    access = logging.getLogger("uvicorn.access")
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append
     server = AppServer(app, log_level="info")  # uvicorn configures its loggers here
-    logging.getLogger("uvicorn.access").addHandler(handler)
+    assert access.hasHandlers() is access_log
+    if access_log:
+        access.addHandler(handler)
     try:
         with server:
             for _ in range(3):
                 assert httpx.post(server.url + "/v1/chat/completions", headers=AUTH, timeout=30,
                                   json=dict(CHAT, model="kdroute/auto")).status_code == 200
     finally:
-        logging.getLogger("uvicorn.access").removeHandler(handler)
+        access.removeHandler(handler)
     lines = [r.getMessage() for r in records if "/v1/chat/completions" in r.getMessage()]
     assert len(lines) == (3 if access_log else 0)
