@@ -28,8 +28,8 @@ def _config(tmp, student, tasks=None):
     (tmp / "config.toml").write_text(
         f'[teacher]\nmodel = "hf:{teacher}"\ninput_price_per_1m = 5.0\noutput_price_per_1m = 15.0\n'
         f'[student]\nmodel = "hf:{student}"\ninput_price_per_1m = 0.1\noutput_price_per_1m = 0.3\n'
-        # the student is a copy of the teacher, so "teacher right, student wrong" never happens:
-        # label the prompts the student gets wrong, which still ranks hard above easy
+        # a copy of the committed student (a copy of the teacher would score the same on every
+        # item, leaving route train nothing to learn); label the prompts the student gets wrong
         '[router]\nlabel_rule = "student_wrong"\n'
         f'[store]\npath = "ledger.db"\n[bench]\nspeed_prompts = 2\nspeed_new_tokens = 4\n{bench}')
     return tmp / "config.toml"
@@ -44,7 +44,7 @@ def _demo(tmp, *args, timeout=900):
 @pytest.fixture(scope="module")
 def drift_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("demo")
-    shutil.copytree(REPO / "models" / "demo-teacher", tmp / "student")
+    shutil.copytree(REPO / "models" / "demo-student", tmp / "student")
     _config(tmp, tmp / "student")
     proc = _demo(tmp, "--drift", "--requests", str(REQUESTS), "--bench-limit", "10",
                  timeout=1800)  # ~3-5 min on an idle 2-core machine; far more when starved

@@ -16,7 +16,8 @@ HARD = ("A store sells 12 apples at $3 each and 7 pears at $2.50 each. If John b
 
 
 def test_default_router_is_heuristic_and_routes_hard_prompts_to_teacher():
-    router = load_router(load_config(None, env={}))
+    router = load_router(load_config(None, env={}).model_copy(
+        update={"router": load_config(None, env={}).router.model_copy(update={"artifact": None})}))
     assert router.scorer_name == "heuristic" and router.threshold == 0.5
     assert router.route([{"role": "user", "content": HARD}])[0] == "teacher"
     role, score = router.route([{"role": "user", "content": EASY}])
