@@ -35,6 +35,26 @@ MEMBER_CLS: dict[str, type[Scorer]] = {
 }
 
 
+def members_state(members: Sequence[Scorer]) -> tuple[list, dict]:
+    """The members' params (a list) and arrays (keys prefixed `m<j>.`) for an artifact."""
+    params, arrays = [], {}
+    for j, member in enumerate(members):
+        p, a = member.state()
+        params.append(p)
+        arrays |= {f"m{j}.{k}": v for k, v in a.items()}
+    return params, arrays
+
+
+def members_from_state(names: Sequence[str], params: list, arrays: dict) -> list[Scorer]:
+    """The members saved by `members_state`, rebuilt by name."""
+    members = []
+    for j, (name, p) in enumerate(zip(names, params, strict=True)):
+        prefix = f"m{j}."
+        sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        members.append(member_class(name).from_state(p, sub))
+    return members
+
+
 def member_class(name: str) -> type[Scorer]:
     if name not in MEMBER_CLS:
         raise ConfigError(f"unknown ensemble member {name!r}; known: {', '.join(MEMBER_CLS)}")
@@ -77,22 +97,15 @@ class EnsembleScorer(Scorer):
         return np.mean(pct, axis=0)  # (N,)
 
     def state(self):
-        params = {"members": self.member_names, "member_params": []}
-        arrays = {"quantiles": self.quantiles}
-        for j, member in enumerate(self.members):
-            p, a = member.state()
-            params["member_params"].append(p)
-            arrays |= {f"m{j}.{k}": v for k, v in a.items()}
-        return params, arrays
+        member_params, arrays = members_state(self.members)
+        return ({"members": self.member_names, "member_params": member_params},
+                {"quantiles": self.quantiles, **arrays})
 
     @classmethod
     def from_state(cls, params, arrays):
         obj = cls(params["members"])
         obj.quantiles = arrays["quantiles"]
-        for j, (name, p) in enumerate(zip(obj.member_names, params["member_params"], strict=True)):
-            prefix = f"m{j}."
-            sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-            obj.members.append(member_class(name).from_state(p, sub))
+        obj.members.extend(members_from_state(obj.member_names, params["member_params"], arrays))
         return obj
 
 

@@ -9,23 +9,13 @@ from __future__ import annotations
 
 from kdroute.errors import ConfigError
 from kdroute.route.base import Scorer
-from kdroute.route.ensemble import EnsembleScorer, EnsembleWordsScorer
-from kdroute.route.learned import (
-    DifficultyScorer,
-    EmbeddingScorer,
-    KnnScorer,
-    TaskPriorScorer,
-    TfidfScorer,
-    TfidfWordsScorer,
-)
-from kdroute.route.scorers import HeuristicScorer, LengthScorer, RandomScorer
+from kdroute.route.ensemble import MEMBER_CLS, EnsembleScorer, EnsembleWordsScorer
+from kdroute.route.scorers import RandomScorer
 from kdroute.route.stacked import StackedScorer
 
-SCORER_CLS: dict[str, type[Scorer]] = {
-    cls.name: cls for cls in (
-        HeuristicScorer, LengthScorer, RandomScorer, EmbeddingScorer, TfidfScorer,
-        TfidfWordsScorer, KnnScorer, TaskPriorScorer, EnsembleScorer, EnsembleWordsScorer,
-        DifficultyScorer, StackedScorer)
+# every scorer an ensemble may combine, plus the combinations and the evaluation baseline
+SCORER_CLS: dict[str, type[Scorer]] = MEMBER_CLS | {
+    cls.name: cls for cls in (RandomScorer, EnsembleScorer, EnsembleWordsScorer, StackedScorer)
 }
 # Scores that need the true labels: computed by `kdroute route eval`, never used to route.
 EVAL_ONLY = ("random", "oracle")

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from kdroute.route.base import Scorer, sigmoid
-from kdroute.route.ensemble import member_class
+from kdroute.route.ensemble import member_class, members_from_state, members_state
 from kdroute.route.folds import folds_of, group_folds_of
 from kdroute.route.learned import check_labels, embed, fit_logistic
 
@@ -131,13 +131,9 @@ class StackedScorer(Scorer):
         params = {"members": self.member_names, "inner_folds": self.inner_folds, "k": self.k,
                   "c": self.c, "max_length": self.max_length, "b": self.b,
                   "sim_mean": self.sim_mean, "sim_std": self.sim_std, "sim_lo": self.sim_lo,
-                  "sim_hi": self.sim_hi, "member_params": []}
-        arrays = {"quantiles": self.quantiles, "keys": self.keys, "w": self.w}
-        for j, member in enumerate(self.members):
-            p, a = member.state()
-            params["member_params"].append(p)
-            arrays |= {f"m{j}.{k}": v for k, v in a.items()}
-        return params, arrays
+                  "sim_hi": self.sim_hi}
+        params["member_params"], arrays = members_state(self.members)
+        return params, {"quantiles": self.quantiles, "keys": self.keys, "w": self.w, **arrays}
 
     @classmethod
     def from_state(cls, params, arrays):
@@ -146,9 +142,5 @@ class StackedScorer(Scorer):
         obj.b, obj.sim_mean, obj.sim_std = params["b"], params["sim_mean"], params["sim_std"]
         obj.sim_lo, obj.sim_hi = params["sim_lo"], params["sim_hi"]
         obj.quantiles, obj.keys, obj.w = arrays["quantiles"], arrays["keys"], arrays["w"]
-        for j, (name, p) in enumerate(zip(obj.member_names, params["member_params"],
-                                          strict=True)):
-            prefix = f"m{j}."
-            sub = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-            obj.members.append(member_class(name).from_state(p, sub))
+        obj.members.extend(members_from_state(obj.member_names, params["member_params"], arrays))
         return obj
