@@ -140,9 +140,11 @@ def kdroute_config(backend: str, access_log: bool, router: Path) -> Path:
 
 def start_kdroute(config: Path, port: int, tree: Path = ROOT) -> subprocess.Popen:
     """`kdroute serve` from `tree` (this checkout, or a baseline's extracted copy), run by this
-    interpreter: the tree comes first on the path, the environment is the benchmark's own."""
+    interpreter: the tree comes first on the path, the environment is the benchmark's own.
+    `-P`: `python -m` would otherwise put the working directory (this checkout) ahead of
+    PYTHONPATH, and a baseline would silently run today's code."""
     env = dict(os.environ, KDROUTE_API_KEYS=KEY, OMP_NUM_THREADS="1", PYTHONPATH=str(tree))
-    proc = start([PY, "-m", "kdroute", "--config", str(config), "serve",
+    proc = start([PY, "-P", "-m", "kdroute", "--config", str(config), "serve",
                   "--port", str(port), "--log-level", "warning"], SERVER_CORE, env)
     wait_http(f"http://127.0.0.1:{port}/health", proc)
     return proc
