@@ -119,12 +119,13 @@ class MonitorConfig(_Section):
     judge_band: float = Field(default=0.05, ge=0, le=2)
     judge: ModelConfig | None = None
     agreement_floor: float = Field(default=0.8, ge=0, le=1)
+    slice_floors: dict[str, float] = Field(default_factory=dict)  # e.g. {"family:arith" = 0.3}
     window: int = Field(default=200, ge=10)
     min_samples: int = Field(default=50, ge=1)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     decay_margin: float = Field(default=0.05, gt=0, lt=1)
     decay_arl: float = Field(default=50000.0, ge=100)
-    score_buckets: int = Field(default=4, ge=1, le=20)
+    score_buckets: int = Field(default=4, ge=0, le=20)  # 0: no router-score slices
     family_slices: bool = True
     drift_window: int = Field(default=500, ge=50)
     psi_alert: float = Field(default=0.25, gt=0)
@@ -149,6 +150,14 @@ class MonitorConfig(_Section):
             raise ValueError("agreement tiers must appear once each, cheapest first "
                              "(answer, embedding, judge), e.g. 'answer+embedding+judge'")
         return "+".join(tiers)
+
+    @field_validator("slice_floors")
+    @classmethod
+    def _slice_floors(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [k for k, v in value.items() if not 0 <= v <= 1]
+        if bad:
+            raise ValueError(f"the floor of slice {bad[0]!r} must be between 0 and 1")
+        return value
 
     @field_validator("webhook_url")
     @classmethod

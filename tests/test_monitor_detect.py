@@ -79,6 +79,37 @@ def test_slices_alert_on_their_own():
     assert "family:code" in opened and "family:chat" not in opened
 
 
+def test_a_slice_floor_judges_that_slice_only():
+    # a family where even a healthy pair agrees 30 % of the time: the stream's floor of 0.8 would
+    # keep it alerted for ever; its own floor of 0.2 does not, and the other slices keep 0.8
+    rng = random.Random(3)
+    stream = [Observation(float(rng.random() < 0.3), 1.0, ("family:arith",)) for _ in range(300)]
+    stream += [Observation(float(rng.random() < 0.5), 1.0, ("family:sort",)) for _ in range(300)]
+    plain = {a.slice for _, a in run_stream(Detector(S), stream)
+             if a.action == "open" and a.kind == "quality"}
+    own = DetectorSettings(floor=0.8, window=40, min_samples=20, decay_arl=1e9,
+                           slice_floors=(("family:arith", 0.2),))
+    events = [a for _, a in run_stream(Detector(own), stream) if a.kind == "quality"]
+    assert plain == {"family:arith", "family:sort"}
+    assert {a.slice for a in events if a.action == "open"} == {"family:sort"}
+    assert all(a.threshold == 0.8 for a in events)
+    assert own.floor_of("family:arith") == 0.2 and own.floor_of("all") == 0.8
+    # and it is judged against its own floor when it does fall below it
+    worse = [Observation(0.0, 1.0, ("family:arith",)) for _ in range(40)]
+    opened = [a for _, a in run_stream(Detector(own), worse)
+              if a.action == "open" and a.kind == "quality"]
+    assert [(a.slice, a.threshold) for a in opened] == [("family:arith", 0.2)]
+
+
+def test_slice_floors_come_from_the_config_and_are_checked():
+    from kdroute.config import Settings
+
+    cfg = Settings.model_validate({"monitor": {"slice_floors": {"family:arith": 0.3}}}).monitor
+    assert DetectorSettings.from_config(cfg).floor_of("family:arith") == 0.3
+    with pytest.raises(ValueError, match="family:arith"):
+        Settings.model_validate({"monitor": {"slice_floors": {"family:arith": 1.5}}})
+
+
 def test_window_rate_equals_weighted_rate_of_its_last_items():
     rng = random.Random(2)
     window, items = SliceWindow(25), []

@@ -4,7 +4,8 @@
   `window` evaluations with its Wilson interval. The alert opens when the upper bound is below the
   floor with at least `min_samples` evaluations, and resolves only when the lower bound is back
   above it: the gap between the two bounds is the hysteresis, so a rate hovering at the floor does
-  not flap.
+  not flap. A slice may have a floor of its own (`slice_floors`): a family where even a healthy
+  pair agrees rarely (both models wrong, differently) needs a lower one than the stream.
 - **Decay** (the whole stream): a Bernoulli CUSUM (Reynolds & Stoumbos) of "acceptable" rate
   p0 = floor + decay_margin against "at the floor" p1 = floor. It accumulates evidence of a slow
   slide that a window of 200 only confirms late. The threshold h is set from the in-control
@@ -41,6 +42,11 @@ class DetectorSettings:
     confidence: float = 0.95
     decay_margin: float = 0.05
     decay_arl: float = 50_000.0
+    slice_floors: tuple[tuple[str, float], ...] = ()  # (slice, floor) pairs; others use `floor`
+
+    def floor_of(self, slice_: str) -> float:
+        """The floor a slice's quality alert is judged against."""
+        return dict(self.slice_floors).get(slice_, self.floor)
 
     @classmethod
     def from_config(cls, cfg, **overrides) -> DetectorSettings:
@@ -48,6 +54,7 @@ class DetectorSettings:
             ("floor", "agreement_floor"), ("window", "window"), ("min_samples", "min_samples"),
             ("confidence", "confidence"), ("decay_margin", "decay_margin"),
             ("decay_arl", "decay_arl"))}
+        values["slice_floors"] = tuple(sorted(getattr(cfg, "slice_floors", {}).items()))
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -230,14 +237,15 @@ class Detector:
             is_open = ("quality", name) in open_alerts
             if rate.n < s.min_samples:
                 continue
-            if not is_open and rate.upper < s.floor:
+            floor = s.floor_of(name)
+            if not is_open and rate.upper < floor:
                 actions.append(self._action("open", "quality", name, rate, rate.upper,
                                             f"agreement {rate.value:.3f} (upper bound "
-                                            f"{rate.upper:.3f}) below the floor {s.floor:g}"))
-            elif is_open and rate.lower > s.floor:
+                                            f"{rate.upper:.3f}) below the floor {floor:g}", floor))
+            elif is_open and rate.lower > floor:
                 actions.append(self._action("resolve", "quality", name, rate, rate.lower,
                                             f"agreement {rate.value:.3f} (lower bound "
-                                            f"{rate.lower:.3f}) back above {s.floor:g}"))
+                                            f"{rate.lower:.3f}) back above {floor:g}", floor))
         overall = rates.get(ALL)
         decay_open = ("decay", ALL) in open_alerts
         if self._decay_alarm is not None and not decay_open and self.cusum is not None:
@@ -256,9 +264,10 @@ class Detector:
         return actions
 
     def _action(self, action: str, kind: str, name: str, rate: Rate, bound: float,
-                message: str) -> AlertAction:
+                message: str, floor: float | None = None) -> AlertAction:
         return AlertAction(action, kind, name, "wilson_agreement", rate.value, bound, rate.n,
-                           self.settings.window, self.settings.floor, message)
+                           self.settings.window,
+                           self.settings.floor if floor is None else floor, message)
 
 
 def run_stream(detector: Detector, observations) -> list[tuple[int, AlertAction]]:

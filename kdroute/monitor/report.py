@@ -33,13 +33,14 @@ def monitor_status(store, settings, since: str | None = None) -> dict:
     for name, rate in sorted(detector.rates().items(), key=lambda kv: (kv[0] != "all", kv[0])):
         state = ("alert" if name in quality_open else
                  "warming up" if rate.n < cfg.min_samples else
-                 "below floor" if rate.upper < cfg.agreement_floor else
-                 "ok" if rate.lower > cfg.agreement_floor else "near floor")
+                 "below floor" if rate.upper < detector.settings.floor_of(name) else
+                 "ok" if rate.lower > detector.settings.floor_of(name) else "near floor")
         agreement.append({"slice": name, "n": rate.n, "n_eff": rate.n_eff, "value": rate.value,
                           "lower": rate.lower, "upper": rate.upper, "state": state})
     counts = store.shadow_counts()
     return {
-        "config": {"floor": cfg.agreement_floor, "window": cfg.window,
+        "config": {"floor": cfg.agreement_floor, "slice_floors": dict(cfg.slice_floors),
+                   "window": cfg.window,
                    "min_samples": cfg.min_samples, "confidence": cfg.confidence,
                    "breaker": cfg.breaker, "budget_usd": cfg.shadow_budget_usd,
                    "shadow_rate": cfg.shadow_rate},
