@@ -243,8 +243,12 @@ class Monitor:
         """In the ledger thread: this worker's queued rows written, then new evaluations (its own
         and other workers'), open alerts, today's spend, drift windows."""
         flushed = self.ledger.flush(store)
-        if self._last_id == 0:
-            rows = store.latest_evaluations(CATCH_UP_WINDOWS * self.cfg.window)
+        if self._last_id == 0:  # catch up on the served student's own evaluations only: a new
+            # release starts with a clean slate, not with its predecessor's alerts' evidence
+            student = self.targets.get("student")
+            rows = store.latest_evaluations(CATCH_UP_WINDOWS * self.cfg.window,
+                                            getattr(getattr(student, "backend", None), "name", None))
+            self._last_id = store.last_evaluation_id()  # other students' rows are skipped too
         else:
             rows = store.evaluations_after(self._last_id)
         open_alerts = store.open_alerts()

@@ -251,11 +251,17 @@ class Store:
             "AND verdict IS NOT NULL ORDER BY id LIMIT ?", [last_id, limit])
         return _dicts(cursor)
 
-    def latest_evaluations(self, n: int) -> list[dict]:
-        """The last n scored shadow/probe rows, oldest first (a detector's catch-up)."""
+    def last_evaluation_id(self) -> int:
+        """The newest shadow_evals id (0 when empty): where a catch-up leaves a reader."""
+        return self.db.execute("SELECT COALESCE(MAX(id), 0) FROM shadow_evals").fetchone()[0]
+
+    def latest_evaluations(self, n: int, student_model: str | None = None) -> list[dict]:
+        """The last n scored shadow/probe rows, oldest first (a detector's catch-up); with
+        `student_model`, only that student's (another student's answers say nothing of it)."""
+        model, params = ("AND student_model = ? ", [student_model]) if student_model else ("", [])
         cursor = self.db.execute(
             f"SELECT {self._EVAL_COLUMNS} FROM shadow_evals WHERE status = 'ok' "
-            "AND verdict IS NOT NULL ORDER BY id DESC LIMIT ?", [n])
+            f"AND verdict IS NOT NULL {model}ORDER BY id DESC LIMIT ?", [*params, n])
         return _dicts(cursor)[::-1]
 
     def monitor_spend(self, since: str) -> float:
