@@ -75,3 +75,33 @@ def test_a_new_worker_catches_up_on_evaluations_and_resolves_a_stale_alert(tmp_p
     assert alert["resolved_at"] is not None and alert["resolved_value"] == 1.0
     assert alert["resolved_bound"] > 0.8
     assert monitor.breaker.open_slices == frozenset()
+
+
+def test_catch_up_reads_only_the_served_students_evaluations(tmp_path):
+    # an earlier release (hf:old) disagreed with the teacher on everything, before and after the
+    # new one (hf:new) agreed: a worker serving hf:new judges it on its own answers only
+    db = tmp_path / "l.db"
+    with Store(db) as store:
+        for i, (model, verdict) in enumerate([("hf:old", 0)] * 60 + [("hf:new", 1)] * 60
+                                             + [("hf:old", 0)] * 60):
+            store.insert_shadow({"request_id": f"r{i}", "kind": "shadow", "status": "ok",
+                                 "verdict": verdict, "inclusion_prob": 1.0, "slice": "all",
+                                 "student_model": model})
+
+    def serving(name: str) -> Monitor:
+        settings = Settings.model_validate({"store": {"path": str(db)}, "monitor": {
+            "shadow_rate": 0.0, "window": 60, "min_samples": 30}})
+        student = SimpleNamespace(backend=SimpleNamespace(name=name), prices=Prices(1.0, 1.0),
+                                  timeout_s=1.0)
+        return Monitor(settings, {"teacher": TARGET, "student": student},
+                       router=SimpleNamespace(version="v1", artifact=None))
+
+    new = serving("hf:new")
+    poll(new, times=2)  # the second poll reads only rows written after the catch-up
+    assert new.detector.seen == 60 and new.detector.rates()["all"].value == 1.0
+    with Store(db) as store:
+        assert store.open_alerts() == []
+    old = serving("hf:old")
+    poll(old)
+    with Store(db) as store:
+        assert ("quality", "all") in {(a["kind"], a["slice"]) for a in store.open_alerts()}
