@@ -181,3 +181,19 @@ def test_bad_input_exits_2_and_keeps_nothing(world, monkeypatch, capsys, args, m
             assert store.frame(f"SELECT COUNT(*) AS n FROM {table} WHERE run_id = ?",
                                [run["id"]]).n[0] == 0
     assert set((root / "runs").iterdir()) == reports
+
+
+def test_limit_sets_items_per_task(world, monkeypatch, capsys):
+    """README's `kdroute bench --limit N --gate`: N items per task; the limit is part of the
+    teacher's cache key, so another limit evaluates the teacher again."""
+    root, config = world
+    code, _, _ = kdroute(config, "bench", "--limit", "2", "--gate", "--tasks", "kdroute_mc",
+                         "--no-speed", monkeypatch=monkeypatch, capsys=capsys)
+    with Store(root / "ledger.db") as store:
+        run = latest_run(store)
+        counts = store.frame("SELECT role, COUNT(*) AS n FROM bench_samples WHERE run_id = ? "
+                             "GROUP BY role", [run["id"]])
+        summary = summary_of(store, run["id"])
+    assert dict(zip(counts.role, counts.n, strict=True)) == {"teacher": 2, "student": 2}
+    assert origins(summary)["teacher"] == (["kdroute_mc"], [])
+    assert code == (0 if summary["gate"]["passed"] else 1)

@@ -74,3 +74,42 @@ def test_options_override_config_keys_and_both_reach_the_job(pair):
                          .config_json[0])
     assert (job["warmup_steps"], job["alpha_ce"]) == (7, 0.25)  # from the config file
     assert (job["steps"], job["alpha_kd"]) == (1, 0.75)  # from the options
+
+
+def test_the_readme_modes_resume_and_no_teacher_through_the_cli(pair):
+    """README's `kdroute distill --teacher-mode cached --top-k`, `--teacher-mode sequence`,
+    `--no-teacher` and `--resume` lines reach the job they name."""
+    from typer.testing import CliRunner
+
+    from kdroute.cli import app
+    from kdroute.store import Store
+
+    (pair / "r.toml").write_text('[store]\npath = "r.db"\n[distill]\ncheckpoint_every = 1\n')
+
+    def distill(out, *args):
+        res = CliRunner().invoke(app, ["--config", str(pair / "r.toml"), "distill", "--data",
+                                       str(pair / "d.jsonl"), "--teacher", str(pair / "teacher"),
+                                       "-o", str(pair / out), "--steps", "3", "--no-progress",
+                                       *args])
+        assert res.exit_code == 0, res.output
+        return json.loads((pair / out / "kdroute_card.json").read_text())
+
+    cached = distill("cached", "--teacher-mode", "cached", "--top-k", "8")
+    assert cached["teacher_mode"] == "cached" and cached["losses"]["top_k"] == 8
+    assert list((pair / "runs" / "teacher-cache").glob("topk-*/*.safetensors"))  # beside the config
+    sequence = distill("sequence", "--teacher-mode", "sequence")
+    answers = [json.loads(line) for line in open(sequence["sequence_data"])]
+    assert sequence["teacher_mode"] == "sequence" and [a["source"] for a in answers] == ["teacher"]
+    plain = distill("plain", "--no-teacher")
+    assert plain["kind"] == "cross_entropy" and plain["teacher"] is None
+    distill("plain", "--no-teacher", "--resume")  # from the newest checkpoint, step 2 of 3
+    with Store(pair / "r.db") as store:
+        runs = store.frame("SELECT id, config_json FROM runs WHERE kind = 'distill' "
+                           "ORDER BY rowid").tail(2)
+        steps = {run: store.frame("SELECT step, loss FROM training_metrics WHERE run_id = ? AND "
+                                  "split = 'train' ORDER BY step", [run]) for run in runs.id}
+    first, resumed = runs.id
+    assert json.loads(runs.config_json.iloc[-1])["resumed_from_step"] == 2
+    assert steps[first].step.tolist() == [1, 2, 3] and steps[resumed].step.tolist() == [3]
+    # the same batch, model and optimizer state as the uninterrupted run's step 3
+    assert steps[resumed].loss.iloc[0] == steps[first].loss.iloc[-1]

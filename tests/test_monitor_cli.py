@@ -136,3 +136,33 @@ def test_status_shows_agreement_alerts_breaker_and_net_savings(tmp_path):
     assert report["savings"]["net_usd"] == pytest.approx(20 * 0.009 - 20 * 0.01)
     text = run("--config", str(config), "monitor", "status").stdout
     assert "OPEN for all" in text and "score:0.00-0.25" in text and "net $-0.0200" in text
+
+
+def test_agree_reads_named_columns_and_calibrates_the_embedding_threshold(tmp_path):
+    """README's `kdroute monitor agree pairs.csv -o scored.csv --student-column s
+    --teacher-column t --student-correct s_ok --teacher-correct t_ok --calibrate`."""
+    from typer.testing import CliRunner
+
+    from kdroute.cli import app
+
+    cities = ["Paris", "Rome", "Madrid", "Berlin", "Lisbon", "Vienna", "Oslo", "Dublin"]
+    rows = [{"prompt": f"q{i}", "s": f"The capital is {c}.", "t": f"The capital is {c}.",
+             "s_ok": "True", "t_ok": "True"} for i, c in enumerate(cities * 3)]
+    rows += [{"prompt": f"w{i}", "s": "The cat sat on the mat all afternoon.",
+              "t": f"Quarterly revenue rose by {i + 10} percent.", "s_ok": "False", "t_ok": "True"}
+             for i in range(4)]
+    pairs = write_csv(tmp_path / "pairs.csv", rows)
+    res = CliRunner().invoke(app, ["monitor", "agree", str(pairs), "-o", str(tmp_path /
+                                   "scored.csv"), "--student-column", "s", "--teacher-column", "t",
+                                   "--student-correct", "s_ok", "--teacher-correct", "t_ok",
+                                   "--calibrate"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    with (tmp_path / "scored.csv").open() as handle:
+        scored = list(csv.DictReader(handle))
+    assert [r["prompt"] for r in scored] == [r["prompt"] for r in rows]
+    assert {r["verdict"] for r in scored[:24]} == {"1"}  # equal answers agree
+    line = next(x for x in res.output.splitlines() if x.startswith("embedding threshold"))
+    threshold = float(line.split(": ")[1].split()[0])
+    # 24 equal pairs (cosine 1) and 4 unrelated ones: precision 0.95 allows one unrelated pair
+    # above the threshold, so it sits at the most similar unrelated pair, far below 1
+    assert -1.0 <= threshold < 0.9
