@@ -20,21 +20,37 @@ KEY_VARIABLE = "KDROUTE_DEMO_CLIENT_KEYS"  # the demo gateway's gateway.api_keys
 READY_TIMEOUT_S = 600.0
 
 
+POLL_INTERVAL_S = 0.5  # the demo gateway's monitor poll: alerts are decided this often
+
+
+def drift_window(requests: int) -> int:
+    """The rolling window of --drift: a tenth of the replay, at least 20 evaluations."""
+    return max(20, requests // 10)
+
+
+def drift_pace(requests: int) -> int:
+    """Requests sent between two waits for the shadow pipeline in --drift: a quarter window."""
+    return drift_window(requests) // 4
+
+
 def monitor_env(shadow_rate: float, *, drift: bool, requests: int) -> dict[str, str]:
     """The `[monitor]` keys of the demo's gateway.
 
     Shadowing samples `shadow_rate` of the student-served requests, with shadow answers as long
-    as the clients' (a longer shadow answer would disagree by length alone). With `drift` every
-    student answer is shadowed and every breaker-routed request probed, and the rolling window
-    is a tenth of the replay (at least 20), so the alert opens within a few dozen bad answers and
-    resolves within a few dozen good ones: the whole story fits in one replay.
+    as the clients' (a longer shadow answer would disagree by length alone). The demo watches
+    the stream and each task family, whose floors it sets from the healthy pair's baselines; it
+    turns the router-score slices off (the prompts near the threshold agree less even when
+    healthy, and the baselines cannot set their floors). With `drift` every student answer is
+    shadowed and every breaker-routed request probed, and the rolling window is a tenth of the
+    replay (at least 20), so the alert opens within a few dozen bad answers and resolves within
+    a few dozen good ones: the whole story fits in one replay.
     """
     from kdroute.demo.traffic import MAX_TOKENS
 
     env = {"shadow_rate": shadow_rate, "shadow_max_tokens": MAX_TOKENS,
-           "poll_interval_s": 0.5, "webhook_url": ""}
+           "poll_interval_s": POLL_INTERVAL_S, "webhook_url": "", "score_buckets": 0}
     if drift:
-        window = max(20, requests // 10)
+        window = drift_window(requests)
         env.update(shadow_rate=1.0, probe_rate=1.0, breaker="true", window=window,
                    min_samples=window // 2)
     return {f"KDROUTE_MONITOR_{k.upper()}": str(v) for k, v in env.items()}

@@ -34,14 +34,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kdroute.config import Settings
-from kdroute.demo.gateway import DemoGateway, last_error_line, monitor_env
+from kdroute.demo.gateway import (
+    POLL_INTERVAL_S,
+    DemoGateway,
+    drift_pace,
+    last_error_line,
+    monitor_env,
+)
 from kdroute.demo.outcome import Phase, outcome
 from kdroute.demo.traffic import BaselineCache, Prompt, held_out_prompts, replay
 from kdroute.errors import InputError, KdrouteError
 from kdroute.fingerprint import model_fingerprint
 
 DEMO_DIR = "runs/demo"
-DRIFT_AT, RECOVER_AT = 0.5, 0.7  # shares of the replay where the student is swapped and back
+DRIFT_AT, RECOVER_AT = 0.3, 0.6  # shares of the replay where the student is swapped and back
+UNWATCHED_BELOW = 0.5  # a family whose healthy pair's answers are equal less often gets floor 0
 
 
 @dataclass
@@ -236,7 +243,12 @@ class Demo:
         if self.opts.drift:
             from kdroute.demo.drift import degraded_copy
 
-            worse = degraded_copy(student, self.work / "degraded-student")
+            # a new bad release each replay (its own name): the monitor judges a student on its
+            # own answers, so a copy an earlier replay already caught would alert at once
+            for old in self.work.glob("degraded-student*"):
+                shutil.rmtree(old, ignore_errors=True)
+            worse = degraded_copy(student, self.work / f"degraded-student-{now()[:19]}"
+                                  .replace(":", ""))
             phases = [Phase(0, "student", f"hf:{student}"),
                       Phase(int(n * DRIFT_AT), "degraded student", f"hf:{worse}"),
                       Phase(int(n * RECOVER_AT), "student again", f"hf:{student}")]
@@ -245,9 +257,10 @@ class Demo:
                 store.resolve_open_alert(alert["kind"], alert["slice"])
         since = now()
         replies = []
-        floor = self._floor(baselines)
+        floor, slice_floors = self._floors(prompts, baselines)
         env = {"KDROUTE_ROUTER_ARTIFACT": str(router), "KDROUTE_GATEWAY_STORE_TEXT": "true",
                "KDROUTE_MONITOR_AGREEMENT_FLOOR": str(floor),
+               "KDROUTE_MONITOR_SLICE_FLOORS": json.dumps(slice_floors),
                **monitor_env(self.opts.shadow_rate, drift=self.opts.drift, requests=n)}
         with self.progress() as bar:
             task = bar.add_task("kdroute/auto", total=n)
@@ -257,33 +270,53 @@ class Demo:
                 with DemoGateway(self.cli, self.root, dict(self.env, **env,
                                  KDROUTE_STUDENT_MODEL=phase.student),
                                  self.work / "logs" / "serve.log") as gw:
-                    bar.update(task, description=f"kdroute/auto ({phase.label})")
-                    replies += replay(gw.base_url, gw.api_key, prompts[phase.first:end],
-                                      "kdroute/auto", concurrency=self.opts.concurrency,
-                                      on_reply=lambda _r: bar.advance(task))
-                    bar.update(task, description="kdroute/auto: waiting for shadow answers")
-                    self._drain(since)
+                    step = max(5, drift_pace(n)) if self.opts.drift else end - phase.first
+                    for first in range(phase.first, end, step):
+                        bar.update(task, description=f"kdroute/auto ({phase.label})")
+                        replies += replay(gw.base_url, gw.api_key,
+                                          prompts[first:min(first + step, end)], "kdroute/auto",
+                                          concurrency=self.opts.concurrency,
+                                          on_reply=lambda _r: bar.advance(task))
+                        bar.update(task, description="kdroute/auto: waiting for shadow answers")
+                        self._drain(since, every=self.opts.drift)
         until = now()
         with Store(self.ledger) as store:
             result = outcome(store, prompts, replies, baselines, since, until, phases=phases,
                              confidence=self.settings.monitor.confidence)
-        return dict(result, since=since, until=until, agreement_floor=floor)
+        return dict(result, since=since, until=until, agreement_floor=floor,
+                    slice_floors=slice_floors)
 
-    def _floor(self, baselines: dict) -> float:
-        """The agreement floor of the demo's gateway: the configured one, lowered when this pair
-        is less alike than that even when healthy. A student's answers equal the teacher's on
-        `same` of the baselines' prompts (all of them, hard ones included); the student-routed
-        ones are easier and the monitor's tiers count equal answers as agreeing, so a healthy
-        student stays above `same` - 0.05, and a degraded one falls below it."""
+    def _floors(self, prompts: list[Prompt], baselines: dict) -> tuple[float, dict[str, float]]:
+        """The agreement floors of the demo's gateway: the stream's and each family's, the
+        configured floor lowered where this pair is less alike than that even when healthy. A
+        student's answers equal the teacher's on `same` of the baselines' prompts (all of them,
+        hard ones included); the student-routed ones are easier and the monitor's tiers count
+        equal answers as agreeing, so a healthy student stays above `same` - 0.05, and a degraded
+        one falls below it. Per family, because one family where both models are usually wrong
+        (differently) would otherwise hold the stream's floor down, or alert on a healthy pair;
+        a family whose healthy answers are equal less than half the time is not watched (0)."""
         configured = self.settings.monitor.agreement_floor
         pairs = list(zip(baselines["teacher"], baselines["student"], strict=True))
-        same = sum(t.text.strip() == s.text.strip() for t, s in pairs) / len(pairs)
-        floor = min(configured, max(0.05, round(same - 0.05, 2)))
+
+        def lowered(rows) -> tuple[float, float]:
+            same = sum(t.text.strip() == s.text.strip() for t, s in rows) / len(rows)
+            if same < UNWATCHED_BELOW:  # too unlike when healthy for agreement to say anything
+                return same, 0.0
+            return same, min(configured, round(same - 0.05, 2))
+
+        same, floor = lowered(pairs)
+        families: dict[str, list] = {}
+        for prompt, pair in zip(prompts, pairs, strict=True):
+            families.setdefault(prompt.family, []).append(pair)
+        slice_floors = {f"family:{name}": lowered(rows)[1] for name, rows in sorted(families.items())}
         note = "configured" if floor == configured else \
             f"lowered from the configured {configured:g}"
         self.console.print(f"the healthy pair's answers are equal on {same:.1%} of the prompts; "
-                           f"agreement floor {floor:g} ({note})", markup=False, highlight=False)
-        return floor
+                           f"agreement floor {floor:g} ({note}); per family: "
+                           + ", ".join(f"{k.removeprefix('family:')} {v:g}"
+                                       for k, v in slice_floors.items()),
+                           markup=False, highlight=False)
+        return floor, slice_floors
 
     def _baselines(self, prompts: list[Prompt], router: Path, fps: dict[str, str]) -> dict:
         """The same prompts forced to each model, on a gateway of their own (ledger
@@ -312,19 +345,29 @@ class Demo:
                                "answers of these two models", style="dim")
         return {role: cache.replies(role, prompts) for role in ("teacher", "student")}
 
-    def _drain(self, since: str, quiet_s: float = 2.0, limit_s: float = 60.0) -> None:
-        """Wait until the shadow evaluations of this replay stop arriving in the ledger."""
+    def _drain(self, since: str, every: bool = False, quiet_s: float = 2.0,
+               limit_s: float = 60.0) -> None:
+        """Wait until the shadow evaluations of this replay stop arriving in the ledger. With
+        `every` (drift mode: every student answer shadowed, every breaker-routed request probed)
+        wait until each of those requests has its evaluation, then two monitor polls, so the
+        alerts are decided before the next requests are sent: traffic that arrives no faster
+        than the shadow pipeline, which the story needs to be told in order."""
         from kdroute.store import Store
 
         deadline, last, stable_since = time.monotonic() + limit_s, -1, time.monotonic()
         with Store(self.ledger) as store:
             while time.monotonic() < deadline:
                 n = sum(row["n"] for row in store.shadow_counts(since))
+                if every and n >= store.db.execute(
+                        "SELECT COUNT(*) FROM requests WHERE ts >= ? AND (served_role = 'student'"
+                        " OR route_reason = 'breaker')", [since]).fetchone()[0]:
+                    time.sleep(2 * POLL_INTERVAL_S)
+                    return
                 if n != last:
                     last, stable_since = n, time.monotonic()
-                elif time.monotonic() - stable_since >= quiet_s:
+                elif time.monotonic() - stable_since >= quiet_s * (5 if every else 1):
                     return
-                time.sleep(0.25)
+                time.sleep(0.1 if every else 0.25)
 
     # --- state ------------------------------------------------------------------------------
 
