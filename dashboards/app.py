@@ -68,7 +68,8 @@ def main() -> None:
     with tabs[0]:
         cost.render(snap, scope, numbers["monitor_cost_usd"])
     with tabs[1]:
-        quality.render(snap, scope, mon.agreement_floor, mon.confidence, mon.window)
+        quality.render(snap, scope, mon.agreement_floor, mon.confidence, mon.window,
+                       mon.slice_floors)
     with tabs[2]:
         routing.render(snap, scope)
     with tabs[3]:

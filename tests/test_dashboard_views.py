@@ -144,6 +144,28 @@ def test_slice_rates_equal_weighted_rate_on_the_rows(snap, raw):
     assert table.loc["family:count", "open alerts"] == "decay, quality"
 
 
+def test_evaluations_of_no_family_are_their_own_row_and_all_is_the_total(tmp_path):
+    db = tmp_path / "l.db"
+    with Store(db) as store:
+        for i, (slice_, verdict) in enumerate([("all", 1)] * 3 + [("family:sort", 0)] * 2):
+            store.insert_shadow({"request_id": f"r{i}", "ts": f"2026-01-01T00:00:0{i}.000+00:00",
+                                 "kind": "shadow", "status": "ok", "verdict": verdict,
+                                 "agreement": float(verdict),
+                                 "inclusion_prob": 1.0, "slice": slice_})
+    with LedgerView(db) as view:
+        table = quality.slices(review.load(view), Scope(), 0.95, 0.8)
+    assert sorted(table["slice"]) == sorted(["(no family)", "family:sort", "all"])
+    rows = table.set_index("slice")
+    assert rows.loc["all", "evaluations"] == 5 and rows.loc["(no family)", "evaluations"] == 3
+    assert rows.loc["all", "agreement"] == pytest.approx(0.6)
+    assert rows.loc["family:sort", "state"] == "below floor" and rows.loc["all", "floor"] == 0.8
+    # a slice with a floor of its own is judged against it, as the monitor does
+    with LedgerView(db) as view:
+        own = quality.slices(review.load(view), Scope(), 0.95, 0.8, {"family:sort": 0.0})
+    own = own.set_index("slice")
+    assert own.loc["family:sort", "floor"] == 0.0 and own.loc["family:sort", "state"] == "above floor"
+
+
 def test_bootstrap_interval_brackets_the_share_and_narrows_with_data():
     rng = np.random.default_rng(1)
 

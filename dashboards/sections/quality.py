@@ -9,7 +9,8 @@ from kdroute.review import quality
 from sections import charts
 
 
-def render(snap, scope, floor: float, confidence: float, window: int) -> None:
+def render(snap, scope, floor: float, confidence: float, window: int,
+           slice_floors: dict[str, float] | None = None) -> None:
     over = quality.agreement_over_time(snap, scope, confidence, window)
     st.subheader("Agreement with the teacher")
     if over.empty:
@@ -21,13 +22,13 @@ def render(snap, scope, floor: float, confidence: float, window: int) -> None:
                    f"(≈{window} evaluations), weighted by 1/inclusion probability, "
                    f"{confidence:.0%} Wilson band; dashed red: the floor {floor:.0%}.")
     st.subheader("Per slice")
-    table = quality.slices(snap, scope, confidence, floor)
+    table = quality.slices(snap, scope, confidence, floor, slice_floors)
     if table.empty:
         st.info("No slices yet.")
     else:
         st.dataframe(table, hide_index=True, column_config={
             c: st.column_config.NumberColumn(format="percent") for c in
-            ("agreement", "lower", "upper")})
+            ("agreement", "lower", "upper", "floor")})
     _alerts(snap, scope)
     _input_drift(snap, scope)
 

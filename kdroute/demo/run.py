@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -147,7 +148,9 @@ class Demo:
         result.update(ledger=str(self.ledger), router=str(router), bench_run=run_id,
                       options={k: str(v) if isinstance(v, Path) else v
                                for k, v in asdict(self.opts).items()},
-                      timings_s=self.timings, dashboard=self.dashboard_command(),
+                      timings_s=self.timings,
+                      dashboard=self.dashboard_command((result["agreement_floor"],
+                                                        result["slice_floors"])),
                       outcome_file=str(self.work / "outcome.json"))
         (self.work / "outcome.json").write_text(json.dumps(result, indent=1, default=str))
         return result
@@ -385,9 +388,14 @@ class Demo:
             Path(str(self.ledger) + suffix).unlink(missing_ok=True)
         shutil.rmtree(str(self.ledger) + ".spool", ignore_errors=True)
 
-    def dashboard_command(self) -> str:
+    def dashboard_command(self, floors: tuple[float, dict[str, float]] | None = None) -> str:
+        """The command that opens the dashboard on the demo's ledger, with the floors the demo's
+        gateway judged agreement against (else the dashboard would show the configured one)."""
         config = f" --config {self.config_path}" if self.config_path else ""
-        return f"kdroute{config} dashboard --db {self.ledger}"
+        env = "" if floors is None else (
+            f"KDROUTE_MONITOR_AGREEMENT_FLOOR={floors[0]:g} "
+            f"KDROUTE_MONITOR_SLICE_FLOORS={shlex.quote(json.dumps(floors[1]))} ")
+        return f"{env}kdroute{config} dashboard --db {self.ledger}"
 
 
 def run_demo(settings: Settings, config_path: Path | None, opts: DemoOptions,

@@ -45,23 +45,32 @@ def agreement_over_time(snap: Snapshot, scope: Scope, confidence: float,
     return rolled[cols]
 
 
-def slices(snap: Snapshot, scope: Scope, confidence: float, floor: float) -> pd.DataFrame:
-    """Per slice (and all of them): evaluations, agreement with its interval, disagreements,
+UNSLICED = "(no family)"
+
+
+def slices(snap: Snapshot, scope: Scope, confidence: float, floor: float,
+           slice_floors: dict[str, float] | None = None) -> pd.DataFrame:
+    """Per slice (and all of them, "all"; evaluations the classifier gave no family are
+    "(no family)"): evaluations, agreement with its interval, disagreements,
     failed evaluations, its state against the floor and whether an alert is open on it."""
     s = select(snap.shadow, scope)
-    cols = ["slice", "evaluations", "agreement", "lower", "upper", "disagreements", "failed",
-            "state", "open alerts"]
+    cols = ["slice", "evaluations", "agreement", "lower", "upper", "floor", "disagreements",
+            "failed", "state", "open alerts"]
     if s.empty:
         return pd.DataFrame(columns=cols)
     g = s.groupby("slice", as_index=False)[[*SUMS, "disagreements", "failed", "rows"]].sum()
+    # evaluations of no family carry the stream's name: keep "all" for the total alone
+    g["slice"] = g["slice"].replace({"all": UNSLICED})
     total = g.sum(numeric_only=True).to_frame().T.assign(slice="all")
     g = _rates(pd.concat([g, total], ignore_index=True), confidence)
     alerts = snap.alerts
     open_ = alerts[alerts["resolved_at"].isna()] if not alerts.empty else alerts
     g["open alerts"] = [", ".join(sorted(open_.loc[open_["slice"] == name, "kind"]))
                         if not open_.empty else "" for name in g["slice"]]
-    g["state"] = np.select([g["decided"] == 0, g["upper"] < floor, g["lower"] >= floor],
+    floors = g["slice"].map(lambda name: (slice_floors or {}).get(name, floor))  # as the monitor
+    g["state"] = np.select([g["decided"] == 0, g["upper"] < floors, g["lower"] >= floors],
                            ["no data", "below floor", "above floor"], "unsure")
+    g["floor"] = floors
     g = g.rename(columns={"decided": "evaluations"})
     g["evaluations"] = g["evaluations"].astype(int)
     return g[cols]
