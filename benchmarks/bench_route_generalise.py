@@ -4,7 +4,9 @@ results (contaminated prompts excluded).
 (a) leave-subjects-out MMLU: 5 folds of whole subjects (the subject is each file's name), so no
     fold's router saw a prompt of the subjects it is judged on;
 (b) cross-dataset: fit on all of GSM8K, judge on MMLU, and the reverse;
-(c) within: the usual 5-fold random CV on each set, for the scorers that could become the default.
+(c) within: the usual 5-fold random CV on each set, for the scorers that could become the default;
+(d) their serve-time cost: one uncached prompt at a time through Router.score_one (p50/p99), and
+    batched prompts/s, fitted on GSM8K (`--parts d`, not in the default a,b,c).
 
 Every scorer is judged beside `length`, `random` and `oracle` on the same held-out items: APGR and
 CPT(50 %), the mean over folds (one fold for (b)), with 95 % bootstrap intervals of the pooled
@@ -30,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_route_routellm import load_sets, warm_embeddings  # noqa: E402
+from benchmarks.bench_route_routellm import latency, load_sets, warm_embeddings  # noqa: E402
 from benchmarks.common import RESULTS, claim, write_result  # noqa: E402
 
 NAME = "route_generalise"
@@ -180,6 +182,14 @@ def main(argv=None) -> None:
             fig[key + at] = run_split(key, data, within, args.bootstrap,
                                       folds_of(len(data), 5, 0), done=fig.get(key + at),
                                       rule=rule)
+    if "d" in parts:  # serve-time cost of the candidates: uncached prompts, fitted on GSM8K
+        fig["latency"] = []
+        for name in ("tfidf", *[s for s in args.within.split(",") if s]):
+            warm_embeddings(gsm.prompts)  # the fit reads the cache; the timing clears it
+            fig["latency"].append(latency(name, gsm, gsm.prompts + mmlu.prompts, 200))
+        for row in fig["latency"]:
+            print(f"latency {row['scorer']}: p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, "
+                  f"{row['batched_per_s']} prompts/s batched", flush=True)
     computed = {k for k, v in fig.items() if json.dumps(v, sort_keys=True) != before.get(k)}
     # Another run may have written other parts meanwhile: merge into the file as it is now.
     latest = json.loads(path.read_text()) if path.is_file() else {}
