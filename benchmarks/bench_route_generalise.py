@@ -149,9 +149,12 @@ def main(argv=None) -> None:
     parser.add_argument("--no-embeddings", action="store_true",
                         help="skip warming the MiniLM cache (scorers without embeddings only)")
     args = parser.parse_args(argv)
-    memoise_lexical()
     scorers = [s for s in args.scorers.split(",") if s]
     parts = set(args.parts.split(","))
+    if "d" in parts and len(parts) > 1:
+        parser.error("run --parts d on its own: the other parts memoise the lexical features")
+    if "d" not in parts:
+        memoise_lexical()
     sets = load_sets()
     for name, data in sets.items():
         if not args.no_embeddings and name in args.warm.split(","):

@@ -45,14 +45,16 @@ def test_embedding_within_ignores_each_groups_label_rate():
     assert np.mean(scores[1::2] > scores[0::2]) >= 0.9
 
 
-def test_embedding_within_without_groups_is_one_group_and_round_trips(tmp_path):
+def test_embedding_within_learns_nothing_from_one_group_and_round_trips(tmp_path):
     texts, y, groups = grouped_prompts({"chemistry": 0.3, "history": 0.3})
-    one = build_scorer("embedding_within").fit(texts, y, None)
-    same = build_scorer("embedding_within").fit(texts, y, ["all"] * len(texts))
-    assert one.w == pytest.approx(same.w, abs=1e-12)
-    path = save_artifact(Artifact(one, 0.5, teacher="T", student="S"), tmp_path / "w.json")
+    for one_group in (None, ["all"] * len(texts)):  # difficulty cannot be told from topic
+        flat = build_scorer("embedding_within").fit(texts, y, one_group)
+        assert np.all(flat.score_texts(texts) == 0.5)
+    two = build_scorer("embedding_within").fit(texts, y, groups)
+    assert np.ptp(two.score_texts(texts)) > 0
+    path = save_artifact(Artifact(two, 0.5, teacher="T", student="S"), tmp_path / "w.json")
     loaded = load_artifact(path).scorer
-    assert loaded.score_texts(texts[:4]) == pytest.approx(one.score_texts(texts[:4]), abs=1e-6)
+    assert loaded.score_texts(texts[:4]) == pytest.approx(two.score_texts(texts[:4]), abs=1e-6)
 
 
 @pytest.fixture(scope="module")

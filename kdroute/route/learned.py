@@ -25,6 +25,7 @@ import numpy as np
 from kdroute.errors import InputError
 from kdroute.route.base import Scorer, sigmoid
 from kdroute.route.data import positive
+from kdroute.route.embed import DIM
 from kdroute.route.features import LEXICAL_NAMES, lexical_matrix
 
 
@@ -124,7 +125,9 @@ class EmbeddingWithinScorer(Scorer):
     never saw. Centring the labels per group leaves only the directions that separate harder from
     easier prompts inside a task, which carry over (MMLU -> GSM8K, route_generalise.json). The
     score is a monotone squash of the predicted within-group gain: only its rank means anything,
-    and a new task's base rate is unknown by construction. Without groups it is a plain ridge.
+    and a new task's base rate is unknown by construction. With fewer than two groups there is
+    nothing to tell difficulty from topic (the fit would be the plain topic head), so it learns
+    nothing and scores every prompt 0.5: in an ensemble it then ranks nothing.
     """
 
     name = "embedding_within"
@@ -141,6 +144,9 @@ class EmbeddingWithinScorer(Scorer):
         wt = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
         _, g = np.unique(np.asarray(groups if groups is not None else [""] * len(y), dtype=str),
                          return_inverse=True)
+        if g.max(initial=0) == 0:  # one group: no within-group direction to learn
+            self.w = np.zeros(DIM)
+            return self
         group_mean = np.bincount(g, y * wt) / np.bincount(g, wt)  # (G,)
         model = Ridge(alpha=self.alpha).fit(embed(texts, self.max_length), y - group_mean[g],
                                             sample_weight=wt)
@@ -148,6 +154,8 @@ class EmbeddingWithinScorer(Scorer):
         return self
 
     def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not self.w.any():  # fitted on one group: nothing learned, nothing to encode
+            return np.full(len(texts), 0.5)
         return sigmoid(4.0 * (embed(texts, self.max_length) @ self.w))
 
     def state(self):
