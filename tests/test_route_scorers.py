@@ -19,7 +19,7 @@ from kdroute.route.registry import build_scorer
 from tests.test_route_train import synthetic_pairs, write_csv
 
 LEARNED = ("tfidf", "tfidf_words", "embedding", "knn", "task_prior", "ensemble", "ensemble_words",
-           "difficulty", "stacked")
+           "difficulty", "stacked", "general", "guarded")
 
 
 @pytest.fixture(scope="module")

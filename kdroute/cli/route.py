@@ -111,7 +111,9 @@ def train(ctx: typer.Context,
                                       help="Artifact to write (.json, arrays in .npz beside it)."),
           scorer: str = typer.Option("tfidf", "--scorer", "-s", help="heuristic | length | tfidf "
                                      "| tfidf_words | embedding | knn | task_prior | ensemble | "
-                                     "ensemble_words (see README: Route)"),
+                                     "ensemble_words | difficulty | stacked | embedding_within | "
+                                     "general | guarded (for traffic unlike the training data; "
+                                     "see README: Route)"),
           data: list[Path] = DataOpt, exclude: list[Path] = ExcludeOpt,
           teacher: str = TeacherOpt, student: str = StudentOpt, run: list[str] = RunOpt,
           task: list[str] = TaskOpt,

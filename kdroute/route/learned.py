@@ -5,6 +5,8 @@
   regression; optionally plus the lexical features (`lexical_weight`, off by default: they lowered
   APGR on the RouteLLM data). About a millisecond per prompt: the fast learned scorer.
 - `tfidf_words`: the same over word 1-2-grams (topic words rather than digits and symbols).
+- `embedding_within`: the embedding -> ridge regression on each label minus its group's mean: what
+  makes a prompt harder than others of its task, not which task it is (generalises to new tasks).
 - `knn`: similarity-weighted label rate of the k nearest training prompts in embedding space.
 - `task_prior`: infers the task/subject a prompt belongs to from its text (a classifier over the
   embedding) and returns that task's smoothed label rate; needs `groups` when fitted.
@@ -23,6 +25,7 @@ import numpy as np
 from kdroute.errors import InputError
 from kdroute.route.base import Scorer, sigmoid
 from kdroute.route.data import positive
+from kdroute.route.embed import DIM
 from kdroute.route.features import LEXICAL_NAMES, lexical_matrix
 
 
@@ -110,6 +113,58 @@ class EmbeddingScorer(Scorer):
     def from_state(cls, params, arrays):
         obj = cls(params["c"], params["max_length"])
         obj.w, obj.b = arrays["w"], float(params["b"])
+        return obj
+
+
+class EmbeddingWithinScorer(Scorer):
+    """MiniLM embedding -> ridge regression on within-group labels (each label minus the weighted
+    mean label of its group, e.g. its MMLU subject or bench task).
+
+    Why: a head fitted to the raw labels mostly learns each task's label rate (on MMLU a subject's
+    rate alone reaches the within-subject APGR of the embedding head), which is noise on a task it
+    never saw. Centring the labels per group leaves only the directions that separate harder from
+    easier prompts inside a task, which carry over (MMLU -> GSM8K, route_generalise.json). The
+    score is a monotone squash of the predicted within-group gain: only its rank means anything,
+    and a new task's base rate is unknown by construction. With fewer than two groups there is
+    nothing to tell difficulty from topic (the fit would be the plain topic head), so it learns
+    nothing and scores every prompt 0.5: in an ensemble it then ranks nothing.
+    """
+
+    name = "embedding_within"
+    needs_training = True
+
+    def __init__(self, alpha: float = 10.0, max_length: int = 256):
+        self.alpha, self.max_length = float(alpha), int(max_length)
+        self.w: np.ndarray | None = None
+
+    def fit(self, texts, labels, groups=None, weights=None) -> EmbeddingWithinScorer:
+        from sklearn.linear_model import Ridge
+
+        y = check_labels(labels, len(texts))
+        wt = np.ones(len(y)) if weights is None else np.asarray(weights, dtype=np.float64)
+        _, g = np.unique(np.asarray(groups if groups is not None else [""] * len(y), dtype=str),
+                         return_inverse=True)
+        if g.max(initial=0) == 0:  # one group: no within-group direction to learn
+            self.w = np.zeros(DIM)
+            return self
+        group_mean = np.bincount(g, y * wt) / np.bincount(g, wt)  # (G,)
+        model = Ridge(alpha=self.alpha).fit(embed(texts, self.max_length), y - group_mean[g],
+                                            sample_weight=wt)
+        self.w = model.coef_.astype(np.float64)  # the intercept is ~0 and ranks nothing
+        return self
+
+    def score_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not self.w.any():  # fitted on one group: nothing learned, nothing to encode
+            return np.full(len(texts), 0.5)
+        return sigmoid(4.0 * (embed(texts, self.max_length) @ self.w))
+
+    def state(self):
+        return {"alpha": self.alpha, "max_length": self.max_length}, {"w": self.w}
+
+    @classmethod
+    def from_state(cls, params, arrays):
+        obj = cls(params["alpha"], params["max_length"])
+        obj.w = arrays["w"]
         return obj
 
 

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 from kdroute.errors import ConfigError
 from kdroute.route.base import Scorer
-from kdroute.route.ensemble import MEMBER_CLS, EnsembleScorer, EnsembleWordsScorer
+from kdroute.route.ensemble import (
+    MEMBER_CLS,
+    EnsembleScorer,
+    EnsembleWordsScorer,
+    GeneralScorer,
+)
+from kdroute.route.guarded import GuardedScorer
 from kdroute.route.scorers import RandomScorer
 from kdroute.route.stacked import StackedScorer
 
 # every scorer an ensemble may combine, plus the combinations and the evaluation baseline
 SCORER_CLS: dict[str, type[Scorer]] = MEMBER_CLS | {
-    cls.name: cls for cls in (RandomScorer, EnsembleScorer, EnsembleWordsScorer, StackedScorer)
+    cls.name: cls for cls in (RandomScorer, EnsembleScorer, EnsembleWordsScorer,
+                                      GeneralScorer, GuardedScorer, StackedScorer)
 }
 # Scores that need the true labels: computed by `kdroute route eval`, never used to route.
 EVAL_ONLY = ("random", "oracle")
