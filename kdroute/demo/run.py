@@ -149,8 +149,8 @@ class Demo:
                       options={k: str(v) if isinstance(v, Path) else v
                                for k, v in asdict(self.opts).items()},
                       timings_s=self.timings,
-                      dashboard=self.dashboard_command((result["agreement_floor"],
-                                                        result["slice_floors"])),
+                      dashboard=self.dashboard_command(result["agreement_floor"],
+                                                       result["slice_floors"]),
                       outcome_file=str(self.work / "outcome.json"))
         (self.work / "outcome.json").write_text(json.dumps(result, indent=1, default=str))
         return result
@@ -265,6 +265,7 @@ class Demo:
                "KDROUTE_MONITOR_AGREEMENT_FLOOR": str(floor),
                "KDROUTE_MONITOR_SLICE_FLOORS": json.dumps(slice_floors),
                **monitor_env(self.opts.shadow_rate, drift=self.opts.drift, requests=n)}
+        evaluated = 0  # drift mode: replies the monitor evaluates (student answers, probes)
         with self.progress() as bar:
             task = bar.add_task("kdroute/auto", total=n)
             for i, phase in enumerate(phases):
@@ -273,15 +274,18 @@ class Demo:
                 with DemoGateway(self.cli, self.root, dict(self.env, **env,
                                  KDROUTE_STUDENT_MODEL=phase.student),
                                  self.work / "logs" / "serve.log") as gw:
-                    step = max(5, drift_pace(n)) if self.opts.drift else end - phase.first
+                    step = drift_pace(n) if self.opts.drift else end - phase.first
                     for first in range(phase.first, end, step):
                         bar.update(task, description=f"kdroute/auto ({phase.label})")
-                        replies += replay(gw.base_url, gw.api_key,
-                                          prompts[first:min(first + step, end)], "kdroute/auto",
-                                          concurrency=self.opts.concurrency,
-                                          on_reply=lambda _r: bar.advance(task))
+                        chunk = replay(gw.base_url, gw.api_key,
+                                       prompts[first:min(first + step, end)], "kdroute/auto",
+                                       concurrency=self.opts.concurrency,
+                                       on_reply=lambda _r: bar.advance(task))
+                        replies += chunk
+                        evaluated += sum(r.route_reason == "breaker"
+                                         or r.served_model == phase.student for r in chunk)
                         bar.update(task, description="kdroute/auto: waiting for shadow answers")
-                        self._drain(since, every=self.opts.drift)
+                        self._drain(since, expect=evaluated if self.opts.drift else None)
         until = now()
         with Store(self.ledger) as store:
             result = outcome(store, prompts, replies, baselines, since, until, phases=phases,
@@ -348,29 +352,28 @@ class Demo:
                                "answers of these two models", style="dim")
         return {role: cache.replies(role, prompts) for role in ("teacher", "student")}
 
-    def _drain(self, since: str, every: bool = False, quiet_s: float = 2.0,
+    def _drain(self, since: str, expect: int | None = None, quiet_s: float = 2.0,
                limit_s: float = 60.0) -> None:
         """Wait until the shadow evaluations of this replay stop arriving in the ledger. With
-        `every` (drift mode: every student answer shadowed, every breaker-routed request probed)
-        wait until each of those requests has its evaluation, then two monitor polls, so the
-        alerts are decided before the next requests are sent: traffic that arrives no faster
-        than the shadow pipeline, which the story needs to be told in order."""
+        `expect` (drift mode: every student answer shadowed, every breaker-routed request probed)
+        wait until that many have arrived, then two monitor polls, so the alerts are decided
+        before the next requests are sent: traffic that arrives no faster than the shadow
+        pipeline, which the story needs to be told in order."""
         from kdroute.store import Store
 
+        patient = expect is not None  # then a stall is waited out longer, and polled faster
         deadline, last, stable_since = time.monotonic() + limit_s, -1, time.monotonic()
         with Store(self.ledger) as store:
             while time.monotonic() < deadline:
                 n = sum(row["n"] for row in store.shadow_counts(since))
-                if every and n >= store.db.execute(
-                        "SELECT COUNT(*) FROM requests WHERE ts >= ? AND (served_role = 'student'"
-                        " OR route_reason = 'breaker')", [since]).fetchone()[0]:
+                if patient and n >= expect:
                     time.sleep(2 * POLL_INTERVAL_S)
                     return
                 if n != last:
                     last, stable_since = n, time.monotonic()
-                elif time.monotonic() - stable_since >= quiet_s * (5 if every else 1):
+                elif time.monotonic() - stable_since >= quiet_s * (5 if patient else 1):
                     return
-                time.sleep(0.1 if every else 0.25)
+                time.sleep(0.1 if patient else 0.25)
 
     # --- state ------------------------------------------------------------------------------
 
@@ -388,14 +391,13 @@ class Demo:
             Path(str(self.ledger) + suffix).unlink(missing_ok=True)
         shutil.rmtree(str(self.ledger) + ".spool", ignore_errors=True)
 
-    def dashboard_command(self, floors: tuple[float, dict[str, float]] | None = None) -> str:
+    def dashboard_command(self, floor: float, slice_floors: dict[str, float]) -> str:
         """The command that opens the dashboard on the demo's ledger, with the floors the demo's
         gateway judged agreement against (else the dashboard would show the configured one)."""
         config = f" --config {self.config_path}" if self.config_path else ""
-        env = "" if floors is None else (
-            f"KDROUTE_MONITOR_AGREEMENT_FLOOR={floors[0]:g} "
-            f"KDROUTE_MONITOR_SLICE_FLOORS={shlex.quote(json.dumps(floors[1]))} ")
-        return f"{env}kdroute{config} dashboard --db {self.ledger}"
+        return (f"KDROUTE_MONITOR_AGREEMENT_FLOOR={floor:g} "
+                f"KDROUTE_MONITOR_SLICE_FLOORS={shlex.quote(json.dumps(slice_floors))} "
+                f"kdroute{config} dashboard --db {self.ledger}")
 
 
 def run_demo(settings: Settings, config_path: Path | None, opts: DemoOptions,

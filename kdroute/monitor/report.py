@@ -31,10 +31,11 @@ def monitor_status(store, settings, since: str | None = None) -> dict:
     quality_open = {a["slice"] for a in open_alerts if a["kind"] == "quality"}
     agreement = []
     for name, rate in sorted(detector.rates().items(), key=lambda kv: (kv[0] != "all", kv[0])):
+        floor = detector.settings.floor_of(name)
         state = ("alert" if name in quality_open else
                  "warming up" if rate.n < cfg.min_samples else
-                 "below floor" if rate.upper < detector.settings.floor_of(name) else
-                 "ok" if rate.lower > detector.settings.floor_of(name) else "near floor")
+                 "below floor" if rate.upper < floor else
+                 "ok" if rate.lower > floor else "near floor")
         agreement.append({"slice": name, "n": rate.n, "n_eff": rate.n_eff, "value": rate.value,
                           "lower": rate.lower, "upper": rate.upper, "state": state})
     counts = store.shadow_counts()

@@ -44,6 +44,7 @@ class GuardedScorer(Scorer):
         self.quantiles: np.ndarray | None = None  # (2, Q) topic and general training scores
         self.similarity: np.ndarray | None = None  # (N,) sorted held-out training similarities
         self.keys: np.ndarray | None = None  # (N, 384) float16 training embeddings
+        self._keys64: np.ndarray | None = None  # the same as float64, for the gate
 
     def fit(self, texts, labels, groups=None, weights=None) -> GuardedScorer:
         check_labels(labels, len(texts))
@@ -59,14 +60,18 @@ class GuardedScorer(Scorer):
         for f in np.unique(fold):  # each prompt against the prompts of the other inner folds
             sim[fold == f] = neighbour_similarity(vectors[fold == f], vectors[fold != f], self.k)
         self.similarity = np.sort(sim).astype(np.float32)
-        self.keys = vectors.astype(np.float16)
+        self._set_keys(vectors.astype(np.float16))
         return self
+
+    def _set_keys(self, keys: np.ndarray) -> None:
+        """The training embeddings: float16 in the artifact, float64 once in memory (not per
+        scored prompt: the gate runs on every request the gateway routes)."""
+        self.keys, self._keys64 = keys, keys.astype(np.float64)
 
     def gate(self, texts: Sequence[str]) -> np.ndarray:
         """(N,) trust in the topic scorer: 1 as close as the training prompts usually are, falling
         to 0 below the least similar ones."""
-        sim = neighbour_similarity(embed(texts, self.max_length), self.keys.astype(np.float64),
-                                   self.k)
+        sim = neighbour_similarity(embed(texts, self.max_length), self._keys64, self.k)
         cdf = np.searchsorted(self.similarity, sim) / len(self.similarity)
         return np.clip(cdf / self.floor, 0.0, 1.0)
 
@@ -92,7 +97,7 @@ class GuardedScorer(Scorer):
     def from_state(cls, params, arrays):
         obj = cls(params["floor"], params["k"], params["inner_folds"], params["max_length"])
         obj.quantiles, obj.similarity = arrays["quantiles"], arrays["similarity"]
-        obj.keys = arrays["keys"]
+        obj._set_keys(arrays["keys"])
         for prefix, kind in (("topic", EnsembleScorer), ("general", GeneralScorer)):
             sub = {k[len(prefix) + 1:]: v for k, v in arrays.items()
                    if k.startswith(prefix + ".")}
