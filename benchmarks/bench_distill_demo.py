@@ -1,16 +1,19 @@
 """Claim: on the demo pair, the distilled student keeps >= 85 % of the teacher's mean skill-suite
 score at >= 10x fewer parameters, the teacher leads at each family's hardest level while the
-student reaches >= 95 % of it at the easiest, and the distilled student beats the same student trained by cross-entropy alone
-(same steps, same training rows, same seed) by >= 5 points, as a mean over several seeds; the
-cached teacher trains faster than the live one.
+student reaches >= 95 % of it at the easiest, and the distilled student beats the same student
+trained by cross-entropy alone (same steps, same labelled rows, same seed) by >= 5 points, as a
+mean over several seeds; the cached teacher trains faster than the live one.
 
 The regime is the realistic one for distillation: the teacher (the committed models/demo-teacher,
-trained on all 32k rows of the skill suite's training split) knows more than the in-domain data
-the student gets, a family-balanced subset of `train_examples` rows drawn by the seed. The
-distilled student and its cross-entropy baseline get exactly the same rows, steps and
-initialisation; only the teacher's soft targets differ. The recipe was checked on the
-validation split (kdroute/distill/presets.py); the scores here are `kdroute bench`'s (lm-eval on the test
-split), mean of the per-task primary metrics.
+trained on all 32k rows of the skill suite's training split) knows more than the labelled data a
+team has, a family-balanced subset of `train_examples` rows drawn by the seed. Both students get
+exactly those labelled rows, the same steps and the same initialisation. The distilled student
+also gets what only a teacher can give: its soft targets, and its answers to `DEMO_ANSWERED`
+further prompts of the training split whose gold answers are dropped (the unlabelled prompts a
+team has, e.g. its own traffic; `kdroute distill data --from-ledger` exports them from the
+ledger). The cross-entropy baseline cannot use those prompts: they have no labels. The recipe was
+checked on the validation split (kdroute/distill/presets.py); the scores here are `kdroute
+bench`'s (lm-eval on the test split), mean of the per-task primary metrics.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_distill_demo.py [--seeds 0 1 2]
     (about 12 minutes per seed on the shared 2-core CPU)
@@ -79,13 +82,15 @@ def main() -> None:
                      **{f"{role}_seed{r['seed']}": r[role]["tasks"]
                         for r in runs for role in ("kd", "ce")}},
         "train_examples": presets.DEMO_STUDENT["train_examples"],
+        "teacher_answered_prompts": presets.DEMO_ANSWERED,
         "student_steps": presets.DEMO_STUDENT["steps"],
         "tokens_per_s_live": round(live, 1),
         "tokens_per_s_cached": round(cached, 1),
         "cached_over_live": round(cached / live, 2),
         "cache_bytes_per_token": round(cache_info["bytes_per_token"], 1),
         "cache_top_k": cache_info["k"],
-        "recipe": {"teacher": presets.DEMO_TEACHER, "student": presets.DEMO_STUDENT},
+        "recipe": {"teacher": presets.DEMO_TEACHER, "student": presets.DEMO_STUDENT,
+                   "teacher_answered_prompts": presets.DEMO_ANSWERED},
         "per_level": runs[0]["levels"],
         "targets": {"retention_kd": ">= 0.85", "param_ratio": ">= 10",
                     "kd_minus_ce_points": ">= 5 (mean over seeds)"},
@@ -151,8 +156,8 @@ def seed_run(seed: int, settings, store, teacher_dir: Path) -> dict:
     if reuse_ce:
         print(f"seed {seed}: reusing the cross-entropy student of {saved.relative_to(ROOT)}")
     started = time.perf_counter()
-    trained = {role: train(job, store=store) for role, job in jobs.items()
-               if not (reuse_ce and role == "ce")}  # KD builds the cache
+    trained = {role: finished_student(job) or train(job, store=store)
+               for role, job in jobs.items() if not (reuse_ce and role == "ce")}
     scores = bench_scores(settings, store, teacher_dir,
                           {role: t.output_dir for role, t in trained.items()})
     if reuse_ce:
@@ -161,6 +166,44 @@ def seed_run(seed: int, settings, store, teacher_dir: Path) -> dict:
               "training_s": round(time.perf_counter() - started, 1), **scores}
     saved.write_text(json.dumps({"key": key, "result": result}, indent=2))
     return result
+
+
+def finished_student(job):
+    """The student already in job.output_dir when its card shows this job trained it (same
+    data, rows, steps, optimiser, losses, sizes and teacher): an interrupted benchmark resumes
+    without retraining. None otherwise."""
+    from types import SimpleNamespace
+
+    from kdroute.distill.card import read_card
+    from kdroute.distill.data import file_hash
+    from kdroute.fingerprint import model_fingerprint
+
+    card = read_card(job.output_dir)
+    if card is None or not (job.output_dir / "model.safetensors").is_file():
+        return None
+    distilled = job.teacher is not None and job.alpha_kd > 0
+    want = {
+        "data": (file_hash(job.data), job.train_examples),
+        "training": {k: getattr(job, k) for k in ("steps", "batch_size", "grad_accum", "lr",
+                                                  "warmup_steps", "max_length", "seed")},
+        "losses": (job.alpha_ce if distilled else 1.0, job.alpha_kd if distilled else 0.0,
+                   job.loss if distilled else None),
+        "sizes": (job.student_layers, job.student_width, job.student_heads),
+        "teacher": model_fingerprint(job.teacher) if distilled else None,
+    }
+    arch, losses = card.get("architecture", {}), card.get("losses", {})
+    have = {
+        "data": (card["data"]["sha256"], card["data"].get("train_examples")),
+        "training": {k: v for k, v in card.get("training", {}).items() if k != "tokens_per_s"},
+        "losses": (losses.get("alpha_ce"), losses.get("alpha_kd"), losses.get("kd_loss")),
+        "sizes": tuple(arch.get(k) for k in ("num_hidden_layers", "hidden_size",
+                                             "num_attention_heads")),
+        "teacher": (card.get("teacher") or {}).get("fingerprint") if distilled else None,
+    }
+    if have != want:
+        return None
+    print(f"reusing the trained student in {job.output_dir}")
+    return SimpleNamespace(params=card["params"], output_dir=job.output_dir)
 
 
 def throughput(train, presets, teacher_dir: Path, store) -> tuple[float, float, dict]:

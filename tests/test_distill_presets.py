@@ -1,0 +1,81 @@
+"""The demo student's training file: the cross-entropy baseline's labelled rows, plus further
+training prompts whose gold answers are replaced by the teacher's (generated, or for a
+multiple-choice row the likeliest of its choices)."""
+
+import json
+
+import pytest
+
+from kdroute.distill import presets
+from kdroute.distill.data import read_pairs, stratified_subset
+from kdroute.tinymodels import save_tiny_model
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("preset")
+    rows = [{"prompt": f"Reverse the letters of {w}.", "response": w[::-1], "family": "reverse"}
+            for w in ("ab", "cd", "efg", "hij", "klm", "nop", "qrs", "tuv")]
+    rows += [{"prompt": f"Which is largest: {a}, {b}?", "response": str(max(a, b)),
+              "choices": [str(a), str(b)], "answer": int(b > a), "family": "mc"}
+             for a, b in ((1, 2), (5, 3), (7, 9), (4, 8), (6, 2), (3, 1), (8, 5), (2, 9))]
+    (root / "evalsets/data").mkdir(parents=True)
+    (root / "evalsets/data/train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    save_tiny_model(root / "teacher", seed=1, n_layer=1, n_embd=32, n_head=2)
+    return root
+
+
+def test_labelled_rows_are_the_baselines_and_the_rest_carry_the_teachers_answers(root, monkeypatch):
+    monkeypatch.setitem(presets.DEMO_STUDENT, "train_examples", 4)
+    path = presets.demo_student_data(root, root / "teacher", root / "cache", seed=2, answered=6,
+                                     progress=False)
+    rows, out = read_pairs(root / "evalsets/data/train.jsonl"), read_pairs(path)
+    labelled = [rows[i] for i in stratified_subset(rows, 4, 2)]
+    assert out[:4] == labelled  # exactly the cross-entropy baseline's rows, gold answers kept
+    answered = out[4:]
+    assert len(answered) == 6 and all(r["source"] == "teacher" for r in answered)
+    prompts = [r["prompt"] for r in out]
+    assert len(set(prompts)) == 10  # no prompt twice
+    assert {r["family"] for r in answered} == {"reverse", "mc"}  # family-balanced
+    for row in answered:
+        if row["family"] == "mc":  # one of the row's own choices, and `answer` points at it
+            assert row["response"] == row["choices"][row["answer"]]
+    # written once: a second call reuses the file, another seed draws other rows
+    assert presets.demo_student_data(root, root / "teacher", root / "cache", seed=2, answered=6,
+                                     progress=False) == path
+    other = presets.demo_student_data(root, root / "teacher", root / "cache", seed=3, answered=6,
+                                      progress=False)
+    assert other != path and read_pairs(other)[:4] == [rows[i] for i in stratified_subset(rows, 4, 3)]
+
+
+def test_the_likeliest_choice_follows_the_model(root):
+    import torch
+
+    from kdroute.distill.modeling import load_model, load_tokenizer
+
+    model, tokenizer = load_model(str(root / "teacher")), load_tokenizer(str(root / "teacher"))
+    choices = ["12", "98"]
+    pick = presets._likeliest_choice(model, tokenizer, "Which is largest: 12, 98?", choices)
+    # the same sums computed one choice at a time
+    from kdroute.distill.data import encode_pairs
+    sums = []
+    for choice in choices:
+        (e,) = encode_pairs(tokenizer, [{"prompt": "Which is largest: 12, 98?", "response": choice}],
+                            10**4)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([e.input_ids])).logits[0, :-1], -1)
+        sums.append(sum(float(logp[t - 1, e.input_ids[t]]) for t in range(1, len(e.input_ids))
+                        if e.labels[t] != -100))
+    assert pick == max(range(2), key=sums.__getitem__)
+
+
+def test_the_baseline_job_reads_the_gold_file_and_the_distilled_one_the_answered_file(root,
+                                                                                     monkeypatch):
+    monkeypatch.setitem(presets.DEMO_STUDENT, "train_examples", 4)
+    kd = presets.demo_student_job(root, root / "teacher", root / "kd", cache_dir=root / "cache",
+                                  answered=6)
+    ce = presets.demo_student_job(root, root / "teacher", root / "ce", distill=False,
+                                  cache_dir=root / "cache", answered=6)
+    assert ce.data == root / "evalsets/data/train.jsonl" and ce.train_examples == 4
+    assert ce.teacher is None and ce.alpha_kd == 0
+    assert len(read_pairs(kd.data)) == 10 and kd.train_examples is None and kd.alpha_kd > 0
