@@ -121,16 +121,16 @@ def _likeliest_choice(model, tokenizer, prompt: str, choices: list[str]) -> int:
     """Index of the choice with the highest summed log-probability after the prompt."""
     import torch
 
-    from kdroute.distill.data import IGNORE_INDEX, collate, encode_pairs
+    from kdroute.distill import losses as L
+    from kdroute.distill.data import collate, encode_pairs
 
     encoded = encode_pairs(tokenizer, [{"prompt": prompt, "response": c} for c in choices], 10**4)
     batch = collate(encoded, tokenizer.pad_token_id)
     with torch.no_grad():
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    labels = batch["labels"][:, 1:]
-    logp = torch.log_softmax(logits[:, :-1].float(), -1)
-    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return int((picked * (labels != IGNORE_INDEX)).sum(-1).argmax())
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+    logits, labels = L.causal_shift(out.logits.float(), batch["labels"])
+    picked = torch.log_softmax(logits, -1).gather(-1, labels.clamp(min=0).unsqueeze(-1))[..., 0]
+    return int((picked * L.valid_mask(labels)).sum(-1).argmax())
 
 
 def demo_student_job(root: Path, teacher: Path, output_dir: Path, *, distill: bool = True,
@@ -142,7 +142,7 @@ def demo_student_job(root: Path, teacher: Path, output_dir: Path, *, distill: bo
     settings = dict(DEMO_STUDENT)
     if seed is not None:
         settings["seed"] = seed
-    cache_dir = Path(cache_dir or "runs/teacher-cache")
+    cache_dir = Path(cache_dir or DistillJob.cache_dir)
     data = root / "evalsets/data/train.jsonl"
     if not distill:
         settings.update(alpha_ce=1.0, alpha_kd=0.0)
