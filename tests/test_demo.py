@@ -149,9 +149,11 @@ def test_drift_opens_the_alert_and_the_breaker_takes_the_students_traffic(drift_
                    [o["since"]])
     assert probes and {p["request_id"] for p in probes} <= {r["id"] for r in breaker}
     assert "the drift, phase by phase" in out and "quality" in out
-    # every quality alert was opened by the degraded student's answers, none by the good one's
+    # the quality alerts open after the swap, the first while the degraded student serves (a
+    # slice's alert may open a few requests after the swap back: its evaluations lag)
     mine = [a for a in o["alerts"] if a["kind"] == "quality"]
-    assert mine and all(degraded["first"] <= a["opened_at_request"] < back["first"] for a in mine)
+    assert mine and all(a["opened_at_request"] >= degraded["first"] for a in mine)
+    assert min(a["opened_at_request"] for a in mine) < back["first"]
     # once the good student is back its probes agree again, above the floor. (Resolving needs the
     # Wilson lower bound over the window, a tenth of the replay, back at the floor: with 12 answers
     # that takes 12 of 12. The full replay, benchmarks/bench_demo.py, shows every alert resolve.)
