@@ -18,7 +18,7 @@ from kdroute.route.learned import check_labels, fit_logistic
 from kdroute.route.registry import build_scorer
 from tests.test_route_train import synthetic_pairs, write_csv
 
-LEARNED = ("tfidf", "tfidf_words", "embedding", "knn", "task_prior", "ensemble", "ensemble_words",
+LEARNED = ("tfidf", "tfidf_words", "tfidf_length", "embedding", "knn", "task_prior", "ensemble", "ensemble_words",
            "difficulty", "stacked", "general", "guarded")
 
 
@@ -113,7 +113,7 @@ def test_bad_soft_labels_are_input_errors(labels, message):
         check_labels(np.array(labels), 3)
 
 
-@pytest.mark.parametrize("name", ["tfidf", "tfidf_words"])
+@pytest.mark.parametrize("name", ["tfidf", "tfidf_words", "tfidf_length"])
 def test_fast_tfidf_score_equals_the_sparse_matrix_path(name):
     """The gateway's numpy path over each row's hashed non-zeros gives the score of the full
     feature matrix (TF-IDF block stacked with the zero-weight lexical block) times the weights."""
@@ -133,3 +133,50 @@ def test_fast_tfidf_score_equals_the_sparse_matrix_path(name):
     sparse = sigmoid(scorer.features(probes) @ scorer.w + scorer.b)
     assert len(set(np.round(fast, 6))) > 10  # the probes get different scores
     np.testing.assert_allclose(fast, sparse, rtol=0, atol=1e-9)
+
+
+def _templated(rng: np.random.Generator, n: int) -> tuple[list[str], np.ndarray]:
+    """The demo suite's shape: reversing a word is hard for the student from 7 letters on,
+    counting its letters is easy at every length (labels: teacher needed)."""
+    texts, labels = [], []
+    for i in range(n):
+        word = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), rng.integers(2, 13)))
+        if i % 2:
+            texts.append(f"Reverse the letters of {word}.")
+            labels.append(float(len(word) >= 7))
+        else:
+            texts.append(f"How many letters are in {word}?")
+            labels.append(0.0)
+    return texts, np.array(labels)
+
+
+def test_length_slopes_rank_length_within_a_template_only():
+    """`tfidf_length` learns that a long word is hard to reverse while counting stays easy;
+    plain `tfidf` gives the reverse template one rate whatever the word's length."""
+    texts, labels = _templated(np.random.default_rng(5), 600)
+    probe_texts, probe_labels = _templated(np.random.default_rng(6), 400)
+    reverse = np.array(["Reverse" in t for t in probe_texts])
+
+    def reverse_auc(name):
+        from sklearn.metrics import roc_auc_score
+
+        scores = build_scorer(name).fit(texts, labels).score_texts(probe_texts)
+        return roc_auc_score(probe_labels[reverse], scores[reverse]), scores
+
+    auc_length, scores = reverse_auc("tfidf_length")
+    auc_plain, _ = reverse_auc("tfidf")
+    assert auc_length > 0.95 and auc_length > auc_plain + 0.2
+    long_count = [s for t, s in zip(probe_texts, scores, strict=True)
+                  if "How many" in t and len(t) > 35]
+    long_reverse = scores[reverse & (probe_labels == 1)]
+    assert max(long_count) < np.median(long_reverse)  # counting long words stays student work
+
+
+def test_a_tfidf_artifact_of_another_width_is_refused(tmp_path):
+    """An artifact whose weights do not match its declared features is an error, not a
+    silently wrong score (e.g. length slopes declared without their weights)."""
+    texts, labels = _templated(np.random.default_rng(7), 200)
+    scorer = build_scorer("tfidf").fit(texts, labels)
+    params, arrays = scorer.state()
+    with pytest.raises(InputError, match="retrain it"):
+        build_scorer("tfidf_length").from_state(dict(params, length_slopes=True), arrays)

@@ -22,6 +22,7 @@ from kdroute.route.learned import (
     EmbeddingWithinScorer,
     KnnScorer,
     TaskPriorScorer,
+    TfidfLengthScorer,
     TfidfScorer,
     TfidfWordsScorer,
     check_labels,
@@ -31,8 +32,8 @@ from kdroute.route.scorers import HeuristicScorer, LengthScorer
 # The scorers an ensemble may combine (not ensembles themselves: no cycle with the registry).
 MEMBER_CLS: dict[str, type[Scorer]] = {
     cls.name: cls for cls in (HeuristicScorer, LengthScorer, DifficultyScorer, EmbeddingScorer,
-                              EmbeddingWithinScorer, TfidfScorer, TfidfWordsScorer, KnnScorer,
-                              TaskPriorScorer)
+                              EmbeddingWithinScorer, TfidfScorer, TfidfWordsScorer,
+                              TfidfLengthScorer, KnnScorer, TaskPriorScorer)
 }
 
 

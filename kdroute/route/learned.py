@@ -5,6 +5,9 @@
   regression; optionally plus the lexical features (`lexical_weight`, off by default: they lowered
   APGR on the RouteLLM data). About a millisecond per prompt: the fast learned scorer.
 - `tfidf_words`: the same over word 1-2-grams (topic words rather than digits and symbols).
+- `tfidf_length`: `tfidf` where every n-gram also has a slope on the prompt's (log) length, so
+  "longer is harder" can hold for one kind of prompt and not for another (the demo suite: long
+  words are hard to reverse, while counting their letters stays easy).
 - `embedding_within`: the embedding -> ridge regression on each label minus its group's mean: what
   makes a prompt harder than others of its task, not which task it is (generalises to new tasks).
 - `knn`: similarity-weighted label rate of the k nearest training prompts in embedding space.
@@ -177,13 +180,16 @@ class TfidfScorer(Scorer):
     analyzer = "char_wb"
 
     def __init__(self, c: float = 0.3, n_features: int = 2**18, ngram_min: int = 1,
-                 ngram_max: int = 3, lexical_weight: float = 0.0, min_df: int = 3):
+                 ngram_max: int = 3, lexical_weight: float = 0.0, min_df: int = 3,
+                 length_slopes: bool = False):
         self.c, self.n_features = float(c), int(n_features)
         self.ngram = (int(ngram_min), int(ngram_max))
         self.lexical_weight = float(lexical_weight)
         self.min_df = int(min_df)
+        self.length_slopes = bool(length_slopes)
         self.idf: np.ndarray | None = None
         self.scaler = _Standardizer()
+        self.length = np.array([0.0, 1.0])  # mean, std of log1p(chars) on the training prompts
         self.w: np.ndarray | None = None
         self.b = 0.0
 
@@ -198,14 +204,23 @@ class TfidfScorer(Scorer):
         return vec.transform(texts)  # (N, n_features) sparse term counts
 
     def features(self, texts: Sequence[str]):
-        from scipy.sparse import csr_matrix, hstack
+        from scipy.sparse import csr_matrix, diags, hstack
         from sklearn.preprocessing import normalize
 
         counts = self._counts(texts).tocsr()
         counts.data = 1.0 + np.log(counts.data)  # sublinear tf
         tfidf = normalize(counts.multiply(self.idf).tocsr())
         lex = self.scaler(lexical_matrix(texts)) * self.lexical_weight
-        return hstack([tfidf, csr_matrix(lex)]).tocsr()  # (N, n_features + len(LEXICAL_NAMES))
+        blocks = [tfidf]
+        if self.length_slopes:  # each row again, times its standardised log length
+            blocks.append(diags(self._length_z(texts)) @ tfidf)
+        # (N, n_features [x 2 with length slopes] + len(LEXICAL_NAMES))
+        return hstack([*blocks, csr_matrix(lex)]).tocsr()
+
+    def _length_z(self, texts: Sequence[str]) -> np.ndarray:
+        """(N,) standardised log1p(characters) of each text."""
+        chars = np.log1p(np.array([len(t) for t in texts], dtype=np.float64))
+        return (chars - self.length[0]) / self.length[1]
 
     def fit(self, texts, labels, groups=None, weights=None) -> TfidfScorer:
         y = check_labels(labels, len(texts))
@@ -214,6 +229,8 @@ class TfidfScorer(Scorer):
         # sklearn's smooth idf; n-grams seen in fewer than min_df prompts are dropped (idf 0)
         self.idf = np.where(df >= self.min_df, np.log((1 + n) / (1 + df)) + 1.0, 0.0)
         self.scaler.fit(lexical_matrix(texts))
+        chars = np.log1p(np.array([len(t) for t in texts], dtype=np.float64))
+        self.length = np.array([chars.mean(), chars.std() if chars.std() > 1e-9 else 1.0])
         self.w, self.b = fit_logistic(self.features(texts), y, self.c, weights)
         return self
 
@@ -227,7 +244,10 @@ class TfidfScorer(Scorer):
         row's hashed non-zeros with numpy: no lexical regexes (their columns would be zeros) and
         no sparse-matrix stacking. ~4x faster per uncached prompt (issue 14)."""
         counts = self._counts(texts).tocsr()
-        w = self.w[: self.n_features]
+        f = self.n_features
+        w = self.w[:f]
+        slopes = self.w[f: 2 * f] if self.length_slopes else None
+        z = self._length_z(texts) if self.length_slopes else None
         logits = np.zeros(len(texts))
         for i in range(len(texts)):
             lo, hi = counts.indptr[i], counts.indptr[i + 1]
@@ -235,15 +255,16 @@ class TfidfScorer(Scorer):
             v = (1.0 + np.log(counts.data[lo:hi])) * self.idf[idx]  # sublinear tf x idf
             norm = np.sqrt(v @ v)
             if norm > 0:
-                logits[i] = (v @ w[idx]) / norm  # the l2-normalised row times the weights
+                row_w = w[idx] if slopes is None else w[idx] + z[i] * slopes[idx]
+                logits[i] = (v @ row_w) / norm  # the l2-normalised row times the weights
         return sigmoid(logits + self.b)
 
     def state(self):
         params = {"c": self.c, "n_features": self.n_features, "ngram_min": self.ngram[0],
                   "ngram_max": self.ngram[1], "lexical_weight": self.lexical_weight,
-                  "min_df": self.min_df, "b": self.b}
+                  "min_df": self.min_df, "length_slopes": self.length_slopes, "b": self.b}
         return params, {"idf": self.idf.astype(np.float32), "w": self.w.astype(np.float32),
-                        "mean": self.scaler.mean, "std": self.scaler.std}
+                        "mean": self.scaler.mean, "std": self.scaler.std, "length": self.length}
 
     @classmethod
     def from_state(cls, params, arrays):
@@ -252,7 +273,10 @@ class TfidfScorer(Scorer):
         obj = cls(**params)
         obj.idf, obj.w, obj.b = arrays["idf"].astype(np.float64), arrays["w"].astype(np.float64), b
         obj.scaler = _Standardizer(arrays["mean"], arrays["std"])
-        if len(obj.scaler.mean) != len(LEXICAL_NAMES):
+        if "length" in arrays:  # saved before length slopes existed: none to undo
+            obj.length = np.asarray(arrays["length"], dtype=np.float64)
+        width = obj.n_features * (2 if obj.length_slopes else 1) + len(LEXICAL_NAMES)
+        if len(obj.scaler.mean) != len(LEXICAL_NAMES) or len(obj.w) != width:
             raise InputError("the tfidf router was saved by another kdroute version; retrain it")
         return obj
 
@@ -264,8 +288,29 @@ class TfidfWordsScorer(TfidfScorer):
     analyzer = "word"
 
     def __init__(self, c: float = 0.3, n_features: int = 2**18, ngram_min: int = 1,
-                 ngram_max: int = 2, lexical_weight: float = 0.0, min_df: int = 2):
-        super().__init__(c, n_features, ngram_min, ngram_max, lexical_weight, min_df)
+                 ngram_max: int = 2, lexical_weight: float = 0.0, min_df: int = 2,
+                 length_slopes: bool = False):
+        super().__init__(c, n_features, ngram_min, ngram_max, lexical_weight, min_df,
+                         length_slopes)
+
+
+class TfidfLengthScorer(TfidfScorer):
+    """Character n-gram TF-IDF where every n-gram has a weight and a slope on the prompt's
+    standardised log length -> logistic regression.
+
+    Why: difficulty often grows with length inside one kind of prompt (longer words to reverse,
+    longer numbers to add) while another kind stays easy at any length, so one global length
+    weight cannot rank both, and plain n-grams give each kind a single rate. The slopes let the
+    head say "longer is harder" for the prompts that share a template's n-grams only.
+    """
+
+    name = "tfidf_length"
+
+    def __init__(self, c: float = 0.3, n_features: int = 2**18, ngram_min: int = 1,
+                 ngram_max: int = 3, lexical_weight: float = 0.0, min_df: int = 3,
+                 length_slopes: bool = True):
+        super().__init__(c, n_features, ngram_min, ngram_max, lexical_weight, min_df,
+                         length_slopes)
 
 
 class KnnScorer(Scorer):
