@@ -85,6 +85,7 @@ def main() -> None:
               round(fresh_s, 1), "<= 600", fresh_s <= 600 if full else None),
         claim("demo wall time, re-run (s)", round(rerun_s, 1), "<= 180",
               rerun_s <= 180 if full else None),
+        level_claim(o["teacher_share_by_level"]),
         *drift_claims(d),
     ]
     figures = {
@@ -107,6 +108,24 @@ def main() -> None:
     }
     print(json.dumps(claims, indent=1))
     write_result("demo", figures)
+
+
+def level_claim(by_level: dict) -> dict:
+    """Teacher share rises with difficulty: within every family it never falls from one level to
+    the next by more than one request of the harder level's cell (noise), and in some family it
+    rises by >= 50 points from the easiest level to the hardest."""
+    spans, worst = {}, 0.0
+    for family, cells in by_level.items():
+        levels = sorted(cells, key=int)
+        share = [cells[lv]["teacher_share"] for lv in levels]
+        spans[family] = (share[0], share[-1])
+        for lv, a, b in zip(levels[1:], share, share[1:], strict=False):
+            worst = max(worst, a - b - 1.0 / cells[lv]["requests"])
+    value = (", ".join(f"{f} {e:.0%} -> {h:.0%}" for f, (e, h) in spans.items())
+             + f"; largest fall beyond one request: {max(worst, 0.0):.0%}")
+    return claim("teacher share, easiest -> hardest level of each family", value,
+                 "never falls, rises >= 50 points somewhere",
+                 worst <= 0 and any(h - e >= 0.5 for e, h in spans.values()))
 
 
 def drift_claims(d: dict) -> list[dict]:
