@@ -36,10 +36,11 @@ from benchmarks.bench_route_routellm import latency, load_sets, warm_embeddings 
 from benchmarks.common import RESULTS, claim, write_result  # noqa: E402
 
 NAME = "route_generalise"
-SCORERS = ("heuristic", "difficulty", "tfidf", "tfidf_words", "embedding", "embedding_within",
-           "knn", "ensemble", "ensemble_words", "stacked", "general", "guarded")
+SCORERS = ("heuristic", "difficulty", "tfidf", "tfidf_words", "tfidf_length", "embedding",
+           "embedding_within", "knn", "ensemble", "ensemble_words", "stacked", "general",
+           "guarded")
 # within-set (c): the candidates for the default of `route train`, beside today's best of each set
-WITHIN = ("tfidf", "ensemble", "ensemble_words", "stacked", "general", "guarded")
+WITHIN = ("tfidf", "tfidf_length", "ensemble", "ensemble_words", "stacked", "general", "guarded")
 BASELINES = ("length", "random", "oracle")
 
 
