@@ -18,8 +18,8 @@ from kdroute.route.learned import check_labels, fit_logistic
 from kdroute.route.registry import build_scorer
 from tests.test_route_train import synthetic_pairs, write_csv
 
-LEARNED = ("tfidf", "tfidf_words", "tfidf_length", "embedding", "knn", "task_prior", "ensemble", "ensemble_words",
-           "difficulty", "stacked", "general", "guarded")
+LEARNED = ("tfidf", "tfidf_words", "tfidf_length", "embedding", "knn", "task_prior", "ensemble",
+           "ensemble_words", "difficulty", "stacked", "general", "guarded")
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_length_slopes_rank_length_within_a_template_only():
     assert max(long_count) < np.median(long_reverse)  # counting long words stays student work
 
 
-def test_a_tfidf_artifact_of_another_width_is_refused(tmp_path):
+def test_a_tfidf_artifact_of_another_width_is_refused():
     """An artifact whose weights do not match its declared features is an error, not a
     silently wrong score (e.g. length slopes declared without their weights)."""
     texts, labels = _templated(np.random.default_rng(7), 200)

@@ -110,8 +110,9 @@ def train(ctx: typer.Context,
           output: Path = typer.Option(Path("routers/router.json"), "--output", "-o",
                                       help="Artifact to write (.json, arrays in .npz beside it)."),
           scorer: str = typer.Option("tfidf", "--scorer", "-s", help="heuristic | length | tfidf "
-                                     "| tfidf_words | tfidf_length | embedding | knn | task_prior | ensemble | "
-                                     "ensemble_words | difficulty | stacked | embedding_within | "
+                                     "| tfidf_words | tfidf_length | embedding | knn | task_prior "
+                                     "| ensemble | ensemble_words | difficulty | stacked | "
+                                     "embedding_within | "
                                      "general | guarded (for traffic unlike the training data; "
                                      "see README: Route)"),
           data: list[Path] = DataOpt, exclude: list[Path] = ExcludeOpt,

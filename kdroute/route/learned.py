@@ -75,6 +75,11 @@ def embed(texts: Sequence[str], max_length: int) -> np.ndarray:
     return get_encoder(max_length).encode(list(texts)).astype(np.float64)
 
 
+def _log_chars(texts: Sequence[str]) -> np.ndarray:
+    """(N,) log1p of each text's length in characters."""
+    return np.log1p(np.array([len(t) for t in texts], dtype=np.float64))
+
+
 class _Standardizer:
     """Mean/std scaling of dense features, stored as two arrays."""
 
@@ -219,8 +224,7 @@ class TfidfScorer(Scorer):
 
     def _length_z(self, texts: Sequence[str]) -> np.ndarray:
         """(N,) standardised log1p(characters) of each text."""
-        chars = np.log1p(np.array([len(t) for t in texts], dtype=np.float64))
-        return (chars - self.length[0]) / self.length[1]
+        return (_log_chars(texts) - self.length[0]) / self.length[1]
 
     def fit(self, texts, labels, groups=None, weights=None) -> TfidfScorer:
         y = check_labels(labels, len(texts))
@@ -229,7 +233,7 @@ class TfidfScorer(Scorer):
         # sklearn's smooth idf; n-grams seen in fewer than min_df prompts are dropped (idf 0)
         self.idf = np.where(df >= self.min_df, np.log((1 + n) / (1 + df)) + 1.0, 0.0)
         self.scaler.fit(lexical_matrix(texts))
-        chars = np.log1p(np.array([len(t) for t in texts], dtype=np.float64))
+        chars = _log_chars(texts)
         self.length = np.array([chars.mean(), chars.std() if chars.std() > 1e-9 else 1.0])
         self.w, self.b = fit_logistic(self.features(texts), y, self.c, weights)
         return self
@@ -306,11 +310,8 @@ class TfidfLengthScorer(TfidfScorer):
 
     name = "tfidf_length"
 
-    def __init__(self, c: float = 0.3, n_features: int = 2**18, ngram_min: int = 1,
-                 ngram_max: int = 3, lexical_weight: float = 0.0, min_df: int = 3,
-                 length_slopes: bool = True):
-        super().__init__(c, n_features, ngram_min, ngram_max, lexical_weight, min_df,
-                         length_slopes)
+    def __init__(self, *, length_slopes: bool = True, **params):
+        super().__init__(**params, length_slopes=length_slopes)
 
 
 class KnnScorer(Scorer):
