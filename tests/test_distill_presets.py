@@ -48,6 +48,23 @@ def test_labelled_rows_are_the_baselines_and_the_rest_carry_the_teachers_answers
     assert other != path and read_pairs(other)[:4] == [rows[i] for i in stratified_subset(rows, 4, 3)]
 
 
+def test_a_changed_training_split_is_answered_afresh(root, tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setitem(presets.DEMO_STUDENT, "train_examples", 4)
+    shutil.copytree(root / "evalsets", tmp_path / "evalsets")
+    first = presets.demo_student_data(tmp_path, root / "teacher", tmp_path / "cache", seed=2,
+                                      answered=2, progress=False)
+    train = tmp_path / "evalsets/data/train.jsonl"
+    rows = read_pairs(train)
+    rows = [{**r, "prompt": r["prompt"].replace("Reverse", "Invert")} for r in rows]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    second = presets.demo_student_data(tmp_path, root / "teacher", tmp_path / "cache", seed=2,
+                                       answered=2, progress=False)
+    assert second != first  # a file answered on the old split is never reused
+    assert {r["prompt"] for r in read_pairs(second)} <= {r["prompt"] for r in rows}
+
+
 def test_the_likeliest_choice_follows_the_model(root):
     import torch
 

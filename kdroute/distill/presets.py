@@ -71,18 +71,20 @@ def demo_student_data(root: Path, teacher: Path, cache_dir: Path, *, seed: int =
     cross-entropy baseline's) plus `answered` further prompts of the training split whose gold
     answers are dropped and replaced by the teacher's greedy answers (`source: teacher`) — the
     prompts a team has without labels, e.g. its own traffic. Family-balanced, drawn by `seed`;
-    written once per (teacher, seed, answered) under `cache_dir`."""
+    written once per (teacher, training split, seed, answered) under `cache_dir`."""
     import json
 
-    from kdroute.distill.data import read_pairs, stratified_subset
+    from kdroute.distill.data import file_hash, read_pairs, stratified_subset
     from kdroute.fingerprint import model_fingerprint
 
     labelled_n = DEMO_STUDENT["train_examples"]
-    key = f"{model_fingerprint(teacher)[:12]}-s{seed}-{labelled_n}+{answered}"
+    train = root / "evalsets/data/train.jsonl"
+    key = (f"{model_fingerprint(teacher)[:12]}-{file_hash(train)[:8]}"
+           f"-s{seed}-{labelled_n}+{answered}")
     path = Path(cache_dir) / f"demo-student-data-{key}.jsonl"
     if path.is_file():
         return path
-    rows = read_pairs(root / "evalsets/data/train.jsonl")
+    rows = read_pairs(train)
     labelled = stratified_subset(rows, labelled_n, seed)
     # the subsets are nested (per family, a prefix of one seeded order): labelled ⊂ wider
     extra = sorted(set(stratified_subset(rows, labelled_n + answered, seed)) - set(labelled))
