@@ -80,6 +80,8 @@ COVERED: dict[str, tuple[str, ...]] = {
     "kdroute route train --scorer tfidf --data recorded.csv --label-rule "
     "teacher_right_student_wrong": (
         f"{T_ROUTE}::test_label_rule_option_overrides_config_and_is_recorded",),
+    "kdroute route train --scorer tfidf --data recorded.csv -p c=0.1 -p ngram_max=4": (
+        f"{T_ROUTE}::test_param_sets_a_scorer_hyperparameter_and_the_artifact_keeps_it",),
     "kdroute route calibrate --router routers/gsm8k.json --data heldout.csv --target "
     "teacher_share --value 0.3": (f"{T_ROUTE}::test_calibrate_to_a_cost_budget_through_the_cli",),
     "kdroute route eval --data ../shared/data/routellm/mmlu --scorers "

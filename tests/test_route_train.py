@@ -15,7 +15,7 @@ from kdroute.cli import app
 from kdroute.config import load_config
 from kdroute.errors import InputError
 from kdroute.route import load_router
-from kdroute.route.artifact import save_artifact
+from kdroute.route.artifact import load_artifact, save_artifact
 from kdroute.route.data import read_recorded
 from kdroute.route.train import calibrate, ledger_data, train_router
 
@@ -236,3 +236,44 @@ def test_import_recorded_is_one_transaction(tmp_path):
         assert store.run(run)["status"] == "done" and store.count("models") == 2
         assert store.count("bench_samples") == 2 * len(data)
         assert len(ledger_data(store)) == len(data)
+
+
+def test_param_sets_a_scorer_hyperparameter_and_the_artifact_keeps_it(tmp_path):
+    csv_path = write_csv(tmp_path / "recorded.csv", synthetic_pairs(n=160, seed=7))
+    env = {"KDROUTE_STORE_PATH": str(tmp_path / "l.db")}
+    base = ["route", "train", "--data", str(csv_path), "--folds", "3", "--scorer", "tfidf"]
+    res = runner.invoke(app, [*base, "-o", str(tmp_path / "default.json")], env=env)
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*base, "-p", "c=0.001", "--param", "ngram_max=2",
+                              "-o", str(tmp_path / "tuned.json")], env=env)
+    assert res.exit_code == 0, res.output
+    default, tuned = (load_artifact(tmp_path / f"{n}.json") for n in ("default", "tuned"))
+    assert (tuned.scorer.c, tuned.scorer.ngram) == (0.001, (1, 2))
+    assert (default.scorer.c, default.scorer.ngram) == (0.3, (1, 3))
+    assert json.loads((tmp_path / "tuned.json").read_text())["metrics"]["params"] == {
+        "c": 0.001, "ngram_max": 2}
+    prompts = [r[0] for r in synthetic_pairs(n=20, seed=8)]
+    # a far stronger penalty pulls every score toward the base rate
+    assert np.ptp(tuned.scorer.score_texts(prompts)) < np.ptp(default.scorer.score_texts(prompts))
+
+
+def test_param_reaches_a_keyword_passed_up_to_the_base_scorer():
+    from kdroute.route.registry import parse_params
+
+    assert parse_params("tfidf_length", ["min_df=1", "c=2"]) == {"min_df": 1, "c": 2}
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("c", "write KEY=VALUE"),
+    ("=3", "write KEY=VALUE"),
+    ("cc=3", "tfidf has no parameter 'cc'; it takes c, n_features"),
+    ("c=lots", "tfidf refuses"),
+])
+def test_bad_params_are_one_line_errors_before_any_data_is_read(tmp_path, pair, message):
+    res = runner.invoke(app, ["route", "train", "--scorer", "tfidf", "--data",
+                              str(tmp_path / "missing.csv"), "--param", pair,
+                              "-o", str(tmp_path / "r.json")],
+                        env={"KDROUTE_STORE_PATH": str(tmp_path / "l.db")})
+    assert res.exit_code != 0 and isinstance(res.exception, InputError), res.output
+    assert message in str(res.exception) and "\n" not in str(res.exception)
+    assert not (tmp_path / "r.json").exists()

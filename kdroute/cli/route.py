@@ -124,14 +124,19 @@ def train(ctx: typer.Context,
           target: str = typer.Option(None, help="Override router.calibration_target."),
           value: float = typer.Option(None, help="Override router.calibration_value."),
           label_rule: str = typer.Option(None, help=LABEL_RULE_HELP),
+          param: list[str] = typer.Option(None, "--param", "-p", help="A scorer hyperparameter "
+                                          "as KEY=VALUE (repeatable), e.g. -p c=0.1 -p "
+                                          "ngram_max=4; an unknown key lists the scorer's."),
           from_ledger: bool = typer.Option(False, "--from-ledger", help="Train on the ledger's "
                                            "bench samples plus the monitor's shadow pairs "
                                            "(weighted by 1/inclusion probability; a pair the "
                                            "teacher disagreed with = teacher needed).")) -> None:
     """Fit, cross-validate, calibrate and save a versioned router artifact."""
     from kdroute.route.artifact import save_artifact
+    from kdroute.route.registry import parse_params
     from kdroute.route.train import learning_data, train_router
 
+    params = parse_params(scorer, param)  # before any data is read: a typo fails at once
     settings = _apply_target(ctx, target, value, label_rule)
     sources = None
     if from_ledger:
@@ -146,7 +151,8 @@ def train(ctx: typer.Context,
         rows = _data(ctx, data, exclude, teacher, student, run, task)
     with console.status("training") as status:
         artifact = train_router(rows, scorer, settings, folds, holdout, seed,
-                                progress=lambda m: status.update(m), sources=sources)
+                                progress=lambda m: status.update(m), sources=sources,
+                                params=params)
     path = save_artifact(artifact, output)
     _record_router(ctx, artifact, path)
     cv = artifact.metrics.get("cv") or {}

@@ -7,7 +7,10 @@ or scores its first prompt.
 
 from __future__ import annotations
 
-from kdroute.errors import ConfigError
+import inspect
+import json
+
+from kdroute.errors import ConfigError, InputError
 from kdroute.route.base import Scorer
 from kdroute.route.ensemble import (
     MEMBER_CLS,
@@ -39,3 +42,44 @@ def scorer_class(name: str) -> type[Scorer]:
 def build_scorer(name: str, **params) -> Scorer:
     """A fresh (untrained) scorer by registry name."""
     return scorer_class(name)(**params)
+
+
+def scorer_params(cls: type[Scorer]) -> list[str]:
+    """The keyword arguments `cls(...)` accepts, through any `**params` passed up to a base."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        sig = inspect.signature(klass.__init__)
+        names += [p.name for p in sig.parameters.values()
+                  if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+                  and p.name not in names]
+        if not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            break
+    return names
+
+
+def parse_params(name: str, pairs: list[str] | None) -> dict:
+    """`--param KEY=VALUE` pairs for scorer `name`: VALUE as JSON (a number, true/false, a list),
+    else as text. An unknown key or a value its scorer refuses is a one-line InputError."""
+    if not pairs:
+        return {}
+    known = scorer_params(scorer_class(name))
+    params = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--param {pair}: write KEY=VALUE, e.g. --param c=0.1")
+        if key not in known:
+            raise InputError(f"--param {pair}: {name} has no parameter {key!r}; it takes "
+                             f"{', '.join(known) or 'none'}")
+        try:
+            params[key] = json.loads(raw)
+        except ValueError:
+            params[key] = raw
+    try:
+        build_scorer(name, **params)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"--param: {name} refuses {params}: {exc}") from exc
+    return params

@@ -257,8 +257,10 @@ def fold_metrics(scores: np.ndarray, fold: np.ndarray, data: RoutingData,
 def train_router(data: RoutingData, scorer: str, settings: Settings, folds: int = 5,
                  holdout: float = 0.2, seed: int = 0, output_tokens: int = 256,
                  progress: Callable[[str], None] | None = None,
-                 sources: dict[str, Any] | None = None) -> Artifact:
-    """Cross-validate, fit and calibrate `scorer` on `data`; the artifact carries its metrics."""
+                 sources: dict[str, Any] | None = None,
+                 params: dict[str, Any] | None = None) -> Artifact:
+    """Cross-validate, fit and calibrate `scorer` (built with `params`, its hyperparameters) on
+    `data`; the artifact carries its metrics."""
     if scorer in EVAL_ONLY:
         raise InputError(f"{scorer!r} is an evaluation baseline, not a router; pick a real scorer")
     cfg = settings.router
@@ -273,13 +275,15 @@ def train_router(data: RoutingData, scorer: str, settings: Settings, folds: int 
     train, cal = data.subset(fit_idx), data.subset(hold)
     say = progress or (lambda _msg: None)
     cv_metrics: dict[str, float] = {}
-    if build_scorer(scorer).needs_training:
+    def make():
+        return build_scorer(scorer, **(params or {}))
+
+    if make().needs_training:
         say(f"cross-validating {scorer} ({folds} folds, {len(train)} prompts)")
-        oof, fold = cross_val_scores(lambda: build_scorer(scorer), train, labels[fit_idx],
-                                     folds, seed)
+        oof, fold = cross_val_scores(make, train, labels[fit_idx], folds, seed)
         cv_metrics = fold_metrics(oof, fold, train)
     say(f"fitting {scorer} on {len(train)} prompts")
-    model = build_scorer(scorer).fit(train.prompts, labels[fit_idx], train.groups, train.weights)
+    model = make().fit(train.prompts, labels[fit_idx], train.groups, train.weights)
     say(f"calibrating on {len(cal)} held-out prompts")
     cal_scores = model.score_texts(cal.prompts)
     costs = calibration_costs(cal, settings, output_tokens)
@@ -293,4 +297,5 @@ def train_router(data: RoutingData, scorer: str, settings: Settings, folds: int 
                     teacher=data.teacher, student=data.student, label_rule=cfg.label_rule,
                     metrics={"cv": cv_metrics, "holdout": held, "n_train": len(train),
                              "n_holdout": len(cal), "label_rate": float(positive(labels).mean()),
-                             "folds": folds, "seed": seed, "sources": sources or {}})
+                             "folds": folds, "seed": seed, "sources": sources or {},
+                             "params": params or {}})
