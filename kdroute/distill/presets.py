@@ -39,7 +39,7 @@ from pathlib import Path
 from kdroute.distill.job import DistillJob
 
 DEMO_SEED = 0
-DEMO_TEACHER = {  # 839,296 parameters; ~10 minutes on a free 2-core CPU (OMP_NUM_THREADS=2)
+DEMO_TEACHER = {  # 839,296 parameters; ~40 min on a free 2-core CPU (OMP_NUM_THREADS=2)
     "student_layers": 4, "student_width": 128, "student_heads": 4,
     "steps": 6000, "batch_size": 64, "lr": 3e-3, "warmup_steps": 100, "max_length": 80,
     "seed": DEMO_SEED, "eval_every": 500, "checkpoint_every": 500,
