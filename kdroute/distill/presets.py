@@ -30,6 +30,17 @@ demo's families (issue 12 asks >= 10) and KD beats cross-entropy there by only 3
 both see the same gold rows. With teacher-answered prompts at 12,000 steps: 2,000 + 3,000 rows
 give 0.686 (reverse 0.37), 2,000 + 4,000 give 0.798 (reverse 0.93): reverse emerges abruptly
 with rows and seed, which is why the seeds above spread so far.
+
+Tried and not kept (a suite v3, issue 12): arithmetic as "number +/- 1" with the carry crossing
+a run of 9s or 0s, sort with repeated digits, reverse's training levels drawn flat. The same
+teacher recipe learnt it all (37 min free; test split 0.962, arithmetic 0.87), but so did this
+student recipe: 0.936 on the test split (seed 0), and on the demo's five families 0.958, 0.764
+and 0.960 by seed against the teacher's 0.972 (seed 1 reversed nothing from 3 letters on; the
+others everything). A 32-wide student did as well (0.966), and 4,000 steps lost reverse whole
+(0.06) rather than its long strings. Given teacher-answered prompts, a student 11-25x smaller
+learns each algorithmic family as well as this teacher, or not at all; what a teacher knows
+beyond the student's rows (lookup's rare tier, a hardest level it won on suites v2 and v3 alike)
+is what separates the two.
 """
 
 from __future__ import annotations
