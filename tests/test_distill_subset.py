@@ -31,6 +31,22 @@ def test_subset_is_balanced_deterministic_and_drawn_by_seed():
     assert len(stratified_subset(no_family, 4, seed=0)) == 4
 
 
+def test_weights_draw_each_familys_rows_in_proportion_and_keep_the_subsets_nested():
+    rows = [{"prompt": f"p{i}", "response": "r", "family": fam, "heavy": i % 4 == 0}
+            for fam in ("a", "b") for i in range(400)]
+    weights = [9.0 if r["heavy"] else 1.0 for r in rows]  # 100 heavy rows of 400 per family
+    picked = stratified_subset(rows, 100, seed=0, weights=weights)
+    assert Counter(rows[i]["family"] for i in picked) == {"a": 50, "b": 50}
+    heavy = sum(rows[i]["heavy"] for i in picked)
+    assert heavy > 60  # unweighted, about a quarter (25) would be heavy
+    assert set(stratified_subset(rows, 40, seed=0, weights=weights)) <= set(picked)
+    assert stratified_subset(rows, 100, seed=0, weights=weights) == picked
+    assert stratified_subset(rows, 100, seed=1, weights=weights) != picked
+    for bad in ([1.0] * 3, [0.0] * len(rows)):
+        with pytest.raises(InputError, match="one weight > 0 per row"):
+            stratified_subset(rows, 10, seed=0, weights=bad)
+
+
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("subset")

@@ -98,10 +98,15 @@ def collate(examples: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def stratified_subset(rows: list[dict], n: int | None, seed: int) -> list[int]:
+def stratified_subset(rows: list[dict], n: int | None, seed: int,
+                      weights: list[float] | None = None) -> list[int]:
     """Sorted indices of `n` rows balanced over their `family` field (rows without one form one
     group): an equal share per family, a small family's unused share spread over the others,
-    the rows of each family drawn by a pure function of `seed`. n = None or >= len(rows): all."""
+    the rows of each family drawn by a pure function of `seed`. n = None or >= len(rows): all.
+    `weights` (one > 0 per row) draws each family's rows in proportion to them, without
+    replacement; either way a smaller `n` picks a subset of a larger one's rows."""
+    if weights is not None and (len(weights) != len(rows) or min(weights, default=1) <= 0):
+        raise InputError(f"stratified_subset needs one weight > 0 per row ({len(rows)} rows)")
     if n is None or n >= len(rows):
         return list(range(len(rows)))
     groups: dict[str, list[int]] = {}
@@ -118,7 +123,11 @@ def stratified_subset(rows: list[dict], n: int | None, seed: int) -> list[int]:
     picked: list[int] = []
     for name in sorted(groups):
         members = list(groups[name])
-        random.Random(f"{seed}:{name}").shuffle(members)
+        rng = random.Random(f"{seed}:{name}")
+        rng.shuffle(members)
+        if weights is not None:  # Efraimidis-Spirakis: the largest u ** (1 / w) first
+            keys = {i: rng.random() ** (1 / weights[i]) for i in members}
+            members.sort(key=keys.__getitem__, reverse=True)
         picked.extend(members[: quota[name]])
     return sorted(picked)
 
