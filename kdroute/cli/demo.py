@@ -21,8 +21,9 @@ def register(app: typer.Typer) -> None:
         shadow_rate: float = typer.Option(0.25, min=0.0, max=1.0, help="Share of the student's "
                                           "answers the teacher answers again (monitor."
                                           "shadow_rate of the demo's gateway)."),
-        drift: bool = typer.Option(False, "--drift", help="Halfway through, serve a degraded "
-                                   "copy of the student; restore it at 70 %: the alert opens, "
+        drift: bool = typer.Option(False, "--drift", help="At 30 % of the replay, serve a "
+                                   "degraded copy of the student; restore it at 60 %: the alert "
+                                   "opens, "
                                    "the breaker moves traffic to the teacher, and recovers."),
         fresh: bool = typer.Option(False, "--fresh", help="Rebuild everything: distill the "
                                    "student again (into student.model), a new ledger, bench "
