@@ -10,17 +10,21 @@ in `kdroute.tinymodels.format_prompt` / `format_response` (and in the lm-eval YA
 
 Six families, each with a difficulty in its own natural unit:
 
-    arith    a number +/- one digit difficulty = digits of the number (1-6)
+    arith    a number +/- 1         difficulty = digits the carry or borrow changes (1-7)
     reverse  reverse a string       difficulty = string length (2-12)
-    sort     sort distinct digits   difficulty = how many digits (2-8)
+    sort     sort digits (repeats)  difficulty = how many digits (2-10)
     count    length of a string     difficulty = string length (2-13)
-    lookup   made-up capitals       difficulty = frequency tier in train (1 common - 3 rare)
+    lookup   made-up capitals       difficulty = frequency tier in train (1 common - 3 rare:
+                                    60 facts seen 6 times each, against 20 seen 80 times)
     mc       pick the largest of 4  difficulty = digits of the numbers (1-4); scored by loglik
 
-Levels are uniform in validation and test; train draws harder levels more often. Validation and test are drawn first and train avoids their
+Levels are uniform in validation and test; train draws harder levels more often (but reverse's
+levels uniformly). Validation and test are drawn first and train avoids their
 prompts (after MAX_RETRIES draws it would accept a collision; none happens with this seed), so even
-the smallest levels test generalisation: e.g. train sorts only the ~35 digit pairs the held-out
-splits do not use. Lookup is memorisation: its facts recur in every split by design.
+the smallest levels test generalisation. Every level has enough distinct prompts for that: suite v3
+drew arithmetic by the number's length, and its 2-digit carries ("49 + 1") were so few that the
+held-out splits took them all and no model saw one. Lookup is memorisation: its facts recur in
+every split by design.
 The same seed gives byte-identical files.
 """
 
@@ -39,21 +43,33 @@ SPLITS = ("test", "validation", "train")  # order matters: train avoids the held
 # Items per family and split. Lookup train size follows from its frequency tiers.
 SIZES = {"train": 6000, "validation": 100, "test": 300}
 LOOKUP_TIERS = {1: 80, 2: 25, 3: 6}  # tier -> training repeats of each fact
-LOOKUP_PER_TIER = 20
+LOOKUP_PER_TIER = {1: 20, 2: 20, 3: 60}  # tier -> facts: the rare tier is also the widest
 TRAIN_LEVEL_WEIGHT = 0.5  # train draws level i (0 = easiest) with weight 1 + 0.5 i
+# ...except reverse, drawn uniformly: its short strings are the ones a small student got wrong
+# (2 letters: 0.64 for the v2 student), and the teacher reversed 12 letters from fewer rows
+FLAT_TRAIN_LEVELS = frozenset({"reverse"})
 MAX_RETRIES = 50  # draws tried before accepting a train item that collides with a held-out one
 
 Item = dict
 
 
 def _arith(rng: random.Random, level: int) -> Item:
-    """A `level`-digit number plus or minus one digit: carries and borrows ripple further the
-    longer the number (full multi-digit addition is out of reach of a model this small)."""
-    number = rng.randint(10 ** (level - 1) if level > 1 else 0, 10**level - 1)
-    digit = rng.randint(1, 9)
-    if rng.random() < 0.5 or number < digit:
-        return {"prompt": f"What is {number} + {digit}?", "response": str(number + digit)}
-    return {"prompt": f"What is {number} - {digit}?", "response": str(number - digit)}
+    """A number plus or minus one where exactly `level` digits change: it ends in a run of
+    level-1 nines (for +) or zeros (for -) that the carry or borrow ripples through, after a
+    2-3 digit head (so every level has a thousand-odd distinct prompts). Level 1 changes the
+    last digit only; a one-digit addend, or full addition, stays out of reach at this scale
+    (the v2 teacher scored 0.05 on them)."""
+    run = level - 1
+    digits = rng.randint(2, 3)
+    while True:
+        head = rng.randint(10 ** (digits - 1), 10**digits - 1)
+        if rng.random() < 0.5:
+            if head % 10 != 9:  # ...3 + 1 or ...399 + 1: exactly `level` digits change
+                number = head * 10**run + (10**run - 1)
+                return {"prompt": f"What is {number} + 1?", "response": str(number + 1)}
+        elif head % 10 != 0:  # ...3 - 1 or ...300 - 1
+            number = head * 10**run
+            return {"prompt": f"What is {number} - 1?", "response": str(number - 1)}
 
 
 def _reverse(rng: random.Random, level: int) -> Item:
@@ -62,7 +78,8 @@ def _reverse(rng: random.Random, level: int) -> Item:
 
 
 def _sort(rng: random.Random, level: int) -> Item:
-    numbers = rng.sample(range(10), level)
+    """`level` digits, repeats allowed: the model must keep count of each digit's copies."""
+    numbers = [rng.randrange(10) for _ in range(level)]
     return {"prompt": "Sort ascending: " + " ".join(map(str, numbers)),
             "response": " ".join(map(str, sorted(numbers)))}
 
@@ -81,9 +98,9 @@ def _mc(rng: random.Random, level: int) -> Item:
 
 
 GENERATORS: dict[str, tuple[Callable[[random.Random, int], Item], range]] = {
-    "arith": (_arith, range(1, 7)),
+    "arith": (_arith, range(1, 8)),
     "reverse": (_reverse, range(2, 13)),
-    "sort": (_sort, range(2, 9)),
+    "sort": (_sort, range(2, 11)),
     "count": (_count, range(2, 14)),
     "mc": (_mc, range(1, 5)),
 }
@@ -102,7 +119,7 @@ def lookup_table(seed: int = SEED) -> list[tuple[str, str, int]]:
     seen: set[str] = set()
     table = []
     for tier in LOOKUP_TIERS:
-        while sum(1 for row in table if row[2] == tier) < LOOKUP_PER_TIER:
+        while sum(1 for row in table if row[2] == tier) < LOOKUP_PER_TIER[tier]:
             country, capital = _name(rng, rng.choice((2, 3))) + "ia", _name(rng, 2)
             if country in seen or capital in seen:
                 continue
@@ -116,8 +133,9 @@ def _lookup_items(split: str, seed: int) -> list[Item]:
     table = lookup_table(seed)
     if split == "train":
         rows = [row for row in table for _ in range(LOOKUP_TIERS[row[2]])]
-    else:
-        rows = [rng.choice(table) for _ in range(SIZES[split])]
+    else:  # tiers uniform, as every family's levels are in the held-out splits
+        by_tier = {tier: [row for row in table if row[2] == tier] for tier in LOOKUP_TIERS}
+        rows = [rng.choice(by_tier[1 + i % len(by_tier)]) for i in range(SIZES[split])]
     items = [{"prompt": f"What is the capital of {country}?", "response": capital,
               "family": "lookup", "difficulty": tier} for country, capital, tier in rows]
     rng.shuffle(items)
@@ -128,7 +146,8 @@ def _family_items(family: str, split: str, seed: int, held_out: set[str]) -> lis
     make, levels = GENERATORS[family]
     rng = random.Random(f"{seed}-{split}-{family}")
     items = []
-    weights = [1 + TRAIN_LEVEL_WEIGHT * i for i in range(len(levels))]
+    slope = 0.0 if family in FLAT_TRAIN_LEVELS else TRAIN_LEVEL_WEIGHT
+    weights = [1 + slope * i for i in range(len(levels))]
     for i in range(SIZES[split]):
         # held-out splits: levels uniform; train: harder levels drawn more often (they need more
         # examples to learn, and the easy ones have few distinct prompts anyway)

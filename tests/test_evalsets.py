@@ -60,18 +60,34 @@ def _expected(row) -> str:
 
 
 def test_train_draws_harder_levels_more_often_and_test_is_uniform(splits):
-    for family in ("arith", "reverse", "sort", "count"):
+    for family in ("arith", "reverse", "sort", "count", "lookup", "mc"):
         train = Counter(r["difficulty"] for r in splits["train"] if r["family"] == family)
         test = Counter(r["difficulty"] for r in splits["test"] if r["family"] == family)
-        assert train[max(train)] > 2 * train[min(train)], family
         assert max(test.values()) - min(test.values()) <= 1, family
+        if family in evalsets.FLAT_TRAIN_LEVELS:
+            assert max(train.values()) < 1.2 * min(train.values()), family
+        elif family == "lookup":  # tiers are training frequencies: rare facts are rare
+            assert train[1] > train[2] > train[3]
+        else:
+            assert train[max(train)] > 2 * train[min(train)], family
 
 
-def test_arith_adds_or_subtracts_one_digit(splits):
-    for row in splits["test"]:
+def test_arith_adds_or_subtracts_one_and_changes_difficulty_digits(splits):
+    for row in splits["test"] + splits["train"][:3000]:
         if row["family"] == "arith":
-            number, _, digit = row["prompt"][len("What is "):-1].split()
-            assert len(number) == row["difficulty"] and 1 <= int(digit) <= 9
+            number, _, one = row["prompt"][len("What is "):-1].split()
+            assert one == "1" and len(row["response"]) == len(number)
+            changed = sum(a != b for a, b in zip(number, row["response"], strict=True))
+            assert changed == row["difficulty"], row
+
+
+def test_lookups_rare_tier_has_the_most_facts_each_seen_least(splits):
+    table = evalsets.lookup_table()
+    facts = Counter(tier for _, _, tier in table)
+    assert facts == evalsets.LOOKUP_PER_TIER and facts[3] > facts[1]
+    seen = Counter(r["prompt"] for r in splits["train"] if r["family"] == "lookup")
+    for country, _, tier in table:
+        assert seen[f"What is the capital of {country}?"] == evalsets.LOOKUP_TIERS[tier]
 
 
 def test_responses_are_correct(splits):

@@ -21,7 +21,7 @@ from kdroute.jsonl import iter_jsonl
 
 VALIDATION = Path("evalsets/data/validation.jsonl")
 EXCLUDED_FAMILIES = ("mc",)  # scored by likelihood, no gold string
-MAX_TOKENS = 24  # every gold answer of the skill suite fits (the longest, sort, is 15 characters)
+MAX_TOKENS = 24  # every gold answer of the skill suite fits (the longest, sort, is 19 characters)
 
 
 @dataclass(frozen=True)
