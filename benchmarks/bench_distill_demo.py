@@ -6,7 +6,9 @@ mean over several seeds; the cached teacher trains faster than the live one.
 
 The regime is the realistic one for distillation: the teacher (the committed models/demo-teacher,
 trained on all 32k rows of the skill suite's training split) knows more than the labelled data a
-team has, a family-balanced subset of `train_examples` rows drawn by the seed. Both students get
+team has, a family-balanced subset of `train_examples` rows drawn by the seed, mostly easy ones
+(each family's hardest level a quarter as often as its easiest, `DEMO_HARDEST_SHARE`: hard
+items are the rare and costly ones to have answered). Both students get
 exactly those labelled rows, the same steps and the same initialisation. The distilled student
 also gets what only a teacher can give: its soft targets, and its answers to `DEMO_ANSWERED`
 further prompts of the training split whose gold answers are dropped (the unlabelled prompts a
@@ -16,7 +18,7 @@ checked on the validation split (kdroute/distill/presets.py); the scores here ar
 bench`'s (lm-eval on the test split), mean of the per-task primary metrics.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_distill_demo.py [--seeds 0 1 2]
-    (about 12 minutes per seed on the shared 2-core CPU)
+    (about 30 minutes per seed on one core: two students of ~14 minutes, then the bench)
 
 Each seed's scores are kept in runs/bench-distill-demo/seed-N.json and reused while the recipe
 is unchanged, so seeds can be run in separate processes and collected by a final run.
@@ -90,7 +92,8 @@ def main() -> None:
         "cache_bytes_per_token": round(cache_info["bytes_per_token"], 1),
         "cache_top_k": cache_info["k"],
         "recipe": {"teacher": presets.DEMO_TEACHER, "student": presets.DEMO_STUDENT,
-                   "teacher_answered_prompts": presets.DEMO_ANSWERED},
+                   "teacher_answered_prompts": presets.DEMO_ANSWERED,
+                   "hardest_level_share": presets.DEMO_HARDEST_SHARE},
         "per_level": runs[0]["levels"],
         "targets": {"retention_kd": ">= 0.85", "param_ratio": ">= 10",
                     "kd_minus_ce_points": ">= 5 (mean over seeds)"},
