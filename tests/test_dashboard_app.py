@@ -179,3 +179,27 @@ def test_a_demo_shaped_ledger_renders(monkeypatch, tmp_path):
     assert metrics(at)["Router in use"] == "tfidf-x"
     assert any("No shadow evaluations yet" in i.value for i in at.info)
     assert any("Gate: FAIL" in w.value for w in at.warning)
+
+
+def test_every_time_axis_reads_a_24_hour_utc_clock(monkeypatch, seeded):
+    """Vega's default minute labels are a 12-hour clock without am/pm ("07:33" for 19:33)."""
+    import json
+
+    at = page(monkeypatch, seeded[0])
+
+    def temporal_axes(node):
+        if isinstance(node, dict):
+            x = (node.get("encoding") or {}).get("x") or {}
+            if x.get("type") == "temporal":
+                yield x.get("axis") or {}
+            for value in node.values():
+                yield from temporal_axes(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from temporal_axes(value)
+
+    axes = [axis for chart in at.get("vega_lite_chart")
+            for axis in temporal_axes(json.loads(chart.proto.spec))]
+    assert len(axes) >= 5  # cost, routing, latency, quality timeline...
+    for axis in axes:
+        assert "'%H:%M'" in axis.get("labelExpr", "") and "%I" not in axis["labelExpr"]

@@ -82,6 +82,18 @@ def settle(page) -> None:
                            "'[data-testid=\"stStatusWidgetRunningIcon\"]')", timeout=90_000)
 
 
+def undrawn_charts(page) -> tuple[int, int]:
+    """(charts shown, of which drew nothing): Vega draws nothing at all when a spec's expression
+    does not compile (e.g. a misspelt function in an axis's labelExpr)."""
+    page.wait_for_timeout(1500)
+    shown, empty = page.evaluate("""() => {
+        const charts = [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')]
+            .filter(c => c.checkVisibility());  // the open tab's: the others are not laid out
+        return [charts.length, charts.filter(c => !c.querySelector('canvas, svg')).length];
+    }""")
+    return shown, empty
+
+
 def test_dashboard_in_chromium(dashboard, tmp_path):
     executable = chromium()
     if executable is None:
@@ -99,6 +111,9 @@ def test_dashboard_in_chromium(dashboard, tmp_path):
                 .wait_for(timeout=90_000)
             before = metric(page, "Requests")
             assert before == "3,000"
+            settle(page)
+            shown, empty = undrawn_charts(page)
+            assert shown >= 3 and empty == 0, f"{empty} of {shown} charts on the Cost tab drew nothing"
             page.get_by_role("combobox", name="Slice").click()
             page.get_by_role("option", name="family:arith").click()
             page.keyboard.press("Escape")
@@ -120,7 +135,8 @@ def test_dashboard_in_chromium(dashboard, tmp_path):
             assert rows and all(r["family"] == "arith" for r in rows)
             settle(page)
             page.get_by_role("tab", name="Quality & drift").click()
-            page.wait_for_timeout(1500)
+            shown, empty = undrawn_charts(page)
+            assert shown >= 1 and empty == 0, f"{empty} of {shown} quality charts drew nothing"
             errors = page.locator('[data-testid="stException"], [data-testid="stAlertContentError"]')
             assert errors.count() == 0
             shot = tmp_path / "dashboard.png"

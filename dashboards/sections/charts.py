@@ -6,7 +6,19 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-TIME = alt.X("time:T", title="time (UTC)", scale=alt.Scale(type="utc"))
+# Vega's default time labels use a 12-hour clock without am/pm at the minute level ("07:33" for
+# 19:33): a 24-hour UTC clock instead, seconds on sub-minute ticks and the date at midnight
+TIME_LABELS = ("utcseconds(datum.value) != 0 ? utcFormat(datum.value, ':%S') : "
+               "utchours(datum.value) == 0 && utcminutes(datum.value) == 0 ? "
+               "utcFormat(datum.value, '%b %d') : utcFormat(datum.value, '%H:%M')")
+TIME_AXIS = alt.Axis(labelExpr=TIME_LABELS)
+
+
+def time_x(field: str) -> alt.X:
+    return alt.X(f"{field}:T", title="time (UTC)", scale=alt.Scale(type="utc"), axis=TIME_AXIS)
+
+
+TIME = time_x("time")
 HEIGHT = 260
 
 
@@ -73,7 +85,7 @@ def histogram(frame: pd.DataFrame, thresholds: pd.DataFrame) -> alt.Chart:
 
 def timeline(frame: pd.DataFrame) -> alt.Chart:
     return alt.Chart(frame).mark_bar(height=14, cornerRadius=3).encode(
-        x=alt.X("start:T", title="time (UTC)", scale=alt.Scale(type="utc")), x2="end:T",
+        x=time_x("start"), x2="end:T",
         y=alt.Y("row:N", title=None, sort=None, axis=alt.Axis(labelLimit=260)),
         color=alt.Color("kind:N", title=None, legend=alt.Legend(orient="bottom")),
         opacity=alt.condition(alt.datum.state == "open", alt.value(1.0), alt.value(0.55)),
