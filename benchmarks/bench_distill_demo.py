@@ -7,7 +7,7 @@ mean over several seeds; the cached teacher trains faster than the live one.
 The regime is the realistic one for distillation: the teacher (the committed models/demo-teacher,
 trained on all 32k rows of the skill suite's training split) knows more than the labelled data a
 team has, a family-balanced subset of `train_examples` rows drawn by the seed, mostly easy ones
-(each family's hardest level a quarter as often as its easiest, `DEMO_HARDEST_SHARE`: hard
+(each family's hardest level an eighth as often as its easiest, `DEMO_HARDEST_SHARE`: hard
 items are the rare and costly ones to have answered). Both students get
 exactly those labelled rows, the same steps and the same initialisation. The distilled student
 also gets what only a teacher can give: its soft targets, and its answers to `DEMO_ANSWERED`
@@ -66,6 +66,7 @@ def main() -> None:
     t_card = read_card(teacher_dir) or {}
     kd, ce = (statistics.fmean(r[role]["mean"] for r in runs) for role in ("kd", "ce"))
     teacher = runs[0]["teacher"]["mean"]
+    committed = next((r for r in runs if r["seed"] == presets.DEMO_STUDENT["seed"]), runs[0])
     figures = {
         "teacher_params": t_card.get("params"),
         "student_params": runs[0]["student_params"],
@@ -94,22 +95,35 @@ def main() -> None:
         "recipe": {"teacher": presets.DEMO_TEACHER, "student": presets.DEMO_STUDENT,
                    "teacher_answered_prompts": presets.DEMO_ANSWERED,
                    "hardest_level_share": presets.DEMO_HARDEST_SHARE},
-        "per_level": runs[0]["levels"],
+        # the per-level shape of the committed student (models/demo-student is that seed's)
+        "committed_seed": committed["seed"],
+        "per_level": committed["levels"],
+        "per_seed_level_shape": {r["seed"]: level_shape(r["levels"]) for r in runs},
         "targets": {"retention_kd": ">= 0.85", "param_ratio": ">= 10",
                     "kd_minus_ce_points": ">= 5 (mean over seeds)"},
     }
-    figures["claims"] = claims(figures, runs[0]["levels"])
+    figures["claims"] = claims(figures, committed["levels"])
     print(json.dumps({k: v for k, v in figures.items() if k not in ("per_task", "recipe")},
                      indent=2))
     write_result("distill_demo", figures)
 
 
-def claims(f: dict, levels: dict) -> list[dict]:
-    """The headline rows: size, retention, KD vs CE, and the per-level shape (seed 0's student)."""
+def level_shape(levels: dict) -> dict:
+    """Per family: does the teacher lead at the hardest level, does the student reach 95 % of
+    the teacher at the easiest (families with more than one level)."""
     hardest = {fam: v[max(v, key=int)] for fam, v in levels.items() if len(v) > 1}
     easiest = {fam: v[min(v, key=int)] for fam, v in levels.items() if len(v) > 1}
-    leads = sum(v["teacher"] > v["student"] for v in hardest.values())
-    easy_ok = {fam: v["student"] >= 0.95 * v["teacher"] for fam, v in easiest.items()}
+    return {"teacher_leads_hardest": {f: v["teacher"] > v["student"] for f, v in hardest.items()},
+            "student_95_easiest": {f: v["student"] >= 0.95 * v["teacher"]
+                                   for f, v in easiest.items()}}
+
+
+def claims(f: dict, levels: dict) -> list[dict]:
+    """The headline rows: size, retention, KD vs CE, and the per-level shape (of the committed
+    student's seed)."""
+    shape = level_shape(levels)
+    hardest, easy_ok = shape["teacher_leads_hardest"], shape["student_95_easiest"]
+    leads = sum(hardest.values())
     return [
         claim("teacher / student parameters", f["param_ratio"], ">= 10", f["param_ratio"] >= 10),
         claim("student's share of the teacher's mean bench score (KD, mean of seeds)",
@@ -159,14 +173,23 @@ def seed_run(seed: int, settings, store, teacher_dir: Path) -> dict:
     if reuse_ce:
         print(f"seed {seed}: reusing the cross-entropy student of {saved.relative_to(ROOT)}")
     started = time.perf_counter()
-    trained = {role: finished_student(job) or train(job, store=store)
-               for role, job in jobs.items() if not (reuse_ce and role == "ce")}
+    trained, reused = {}, []
+    for role, job in jobs.items():
+        if reuse_ce and role == "ce":
+            continue
+        done = finished_student(job)
+        reused += [role] if done else []
+        trained[role] = done or train(job, store=store)
+    # wall time of the students trained here (None when each was already trained, e.g. by
+    # separate --only-seeds processes: their cards hold tokens/s, not wall time)
+    training_s = (round(time.perf_counter() - started, 1)
+                  if len(reused) < len(trained) else None)
     scores = bench_scores(settings, store, teacher_dir,
                           {role: t.output_dir for role, t in trained.items()})
     if reuse_ce:
         scores["ce"] = old["result"]["ce"]
     result = {"seed": seed, "student_params": trained["kd"].params,
-              "training_s": round(time.perf_counter() - started, 1), **scores}
+              "training_s": training_s, "reused_students": reused, **scores}
     saved.write_text(json.dumps({"key": key, "result": result}, indent=2))
     return result
 
