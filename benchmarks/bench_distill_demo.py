@@ -178,7 +178,8 @@ def seed_run(seed: int, settings, store, teacher_dir: Path) -> dict:
         if reuse_ce and role == "ce":
             continue
         done = finished_student(job)
-        reused += [role] if done else []
+        if done:
+            reused.append(role)
         trained[role] = done or train(job, store=store)
     # wall time of the students trained here (None when each was already trained, e.g. by
     # separate --only-seeds processes: their cards hold tokens/s, not wall time)

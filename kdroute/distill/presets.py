@@ -42,9 +42,11 @@ was meant to be the easiest level); v4 draws it by the digits the carry changes.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from kdroute.distill.job import DistillJob
+from kdroute.jsonl import write_jsonl
 
 DEMO_SEED = 0  # the teacher's
 # The committed student's seed. The student is a fixture of the demo, and its seed is picked
@@ -86,17 +88,14 @@ def level_weights(rows: list[dict], hardest_share: float | None = None) -> list[
     (so the split's own level mix does not matter). Rows without a difficulty weigh 1.
     hardest_share defaults to DEMO_HARDEST_SHARE."""
     share_of_hardest = DEMO_HARDEST_SHARE if hardest_share is None else hardest_share
-    levels: dict[str, set] = {}
-    counts: dict[tuple[str, object], int] = {}
-    for row in rows:
-        family, level = str(row.get("family")), row.get("difficulty")
-        levels.setdefault(family, set()).add(level)
-        counts[family, level] = counts.get((family, level), 0) + 1
-    rank = {family: {level: i for i, level in enumerate(sorted(found, key=lambda v: (v is None, v)))}
-            for family, found in levels.items()}
+    keys = [(str(row.get("family")), row.get("difficulty")) for row in rows]
+    counts = Counter(keys)
+    rank: dict[str, dict] = {}
+    for family, level in sorted(counts, key=lambda k: (k[0], k[1] is None, k[1])):
+        found = rank.setdefault(family, {})
+        found[level] = len(found)
     weights = []
-    for row in rows:
-        family, level = str(row.get("family")), row.get("difficulty")
+    for family, level in keys:
         n = len(rank[family])
         share = (1.0 if level is None or n == 1
                  else share_of_hardest ** (rank[family][level] / (n - 1)))
@@ -116,18 +115,9 @@ def demo_labelled_data(root: Path, *, seed: int = DEMO_STUDENT_SEED,
     weights = level_weights(rows)
     labelled = stratified_subset(rows, labelled_n, seed, weights)
     # the subsets are nested (per family, a prefix of one seeded order): labelled ⊂ wider
-    extra = sorted(set(stratified_subset(rows, labelled_n + answered, seed, weights)) - set(labelled))
+    wider = stratified_subset(rows, labelled_n + answered, seed, weights) if answered else labelled
+    extra = sorted(set(wider) - set(labelled))
     return [rows[i] for i in labelled], [rows[i] for i in extra]
-
-
-def _write_rows(path: Path, rows: list[dict]) -> Path:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)  # a reader never sees half a file
-    return path
 
 
 def _data_key(root: Path, seed: int, answered: int) -> str:
@@ -153,7 +143,7 @@ def demo_student_data(root: Path, teacher: Path, cache_dir: Path, *,
     if path.is_file():
         return path
     labelled, extra = demo_labelled_data(root, seed=seed, answered=answered)
-    return _write_rows(path, labelled + (_teacher_answers(teacher, extra, progress) if extra else []))
+    return write_jsonl(path, labelled + (_teacher_answers(teacher, extra, progress) if extra else []))
 
 
 def demo_baseline_data(root: Path, cache_dir: Path, *, seed: int = DEMO_STUDENT_SEED) -> Path:
@@ -162,7 +152,7 @@ def demo_baseline_data(root: Path, cache_dir: Path, *, seed: int = DEMO_STUDENT_
     if path.is_file():
         return path
     labelled, _ = demo_labelled_data(root, seed=seed, answered=0)
-    return _write_rows(path, labelled)
+    return write_jsonl(path, labelled)
 
 
 def _teacher_answers(teacher: Path, rows: list[dict], progress: bool) -> list[dict]:

@@ -23,6 +23,7 @@ from kdroute.distill.modeling import (
 )
 from kdroute.errors import InputError
 from kdroute.fingerprint import model_fingerprint
+from kdroute.jsonl import write_jsonl
 
 
 @dataclass
@@ -155,11 +156,7 @@ def _ensure_sequence_data(job: DistillJob, teacher_tok, accelerator, progress: b
         teacher = _load_teacher(job).to(accelerator.device)
         answers = C.generate_responses(teacher, teacher_tok, [r["prompt"] for r in rows],
                                        progress=progress)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            for row, answer in zip(rows, answers, strict=True):
-                handle.write(json.dumps({**row, "response": answer, "source": "teacher"}) + "\n")
-        tmp.replace(path)
+        write_jsonl(path, ({**row, "response": answer, "source": "teacher"}
+                           for row, answer in zip(rows, answers, strict=True)))
     accelerator.wait_for_everyone()
     return path
